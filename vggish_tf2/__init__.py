@@ -1,0 +1,1 @@
+"""vggish-tf2: Google's VGGish audio embeddings, TF2-native."""

@@ -1,0 +1,269 @@
+"""The exported VGGish SavedModel: its Module, signatures, metadata, and loading with checks.
+
+An export is a directory with saved_model.pb, variables/, and assets/vggish_tf2.json (the
+parameters and front end it was built with, its source files' sha256, library versions). Loading
+checks that asset, so an export made for other parameters is refused rather than silently wrong.
+
+Signatures (all tf.functions, usable from tf.saved_model.load, tensorflow_hub.load,
+hub.KerasLayer and keras.layers.TFSMLayer):
+  __call__ / serving_default    waveform [T] float32 16 kHz -> [N, 128] float32 (TF Hub google/vggish/1 style)
+  embed_batch                   waveforms [B, T] -> [B, N, 128]
+  embed_log_mel                 log-mel examples [B, 96, 64] -> [B, 128]
+  embed_windows                 example windows [B, 15600] -> [B, 128] (the fixed-shape device step)
+  postprocess                   [B, 128] float32 -> [B, 128] uint8 (only when the export has PCA)
+  waveform_to_log_mel           waveform [T] -> [N, 96, 64] float32
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from vggish_tf2 import frontend, params
+from vggish_tf2.errors import ModelError, ModelNotFoundError
+from vggish_tf2.network import VGGishNetwork, forward
+from vggish_tf2.postprocess import Postprocessor, postprocess
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "vggish-tf2-export"
+EXPORT_FORMAT_VERSION = 1  # bump when signatures or the metadata schema change incompatibly
+METADATA_ASSET = "vggish_tf2.json"
+FILE_HASHES = "vggish_tf2_files.sha256.json"  # beside saved_model.pb; lists every other file's sha256
+# Rows per step inside the 1-D signatures: bounds their memory on long inputs.
+SIGNATURE_BATCH_EXAMPLES = 64
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata as importlib_metadata
+
+    versions = {"tensorflow": tf.__version__, "numpy": np.__version__}
+    try:
+        versions["vggish_tf2"] = importlib_metadata.version("vggish-tf2")
+    except importlib_metadata.PackageNotFoundError:
+        versions["vggish_tf2"] = "unknown"
+    return versions
+
+
+def make_metadata(
+    *,
+    frontend_precision: str,
+    sources: Mapping[str, Any],
+    has_pca: bool,
+    synthetic_weights: bool,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """The metadata every export carries (written as assets/vggish_tf2.json)."""
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "frontend": params.FRONTEND.as_dict(),
+        "frontend_precision": frontend.check_precision(frontend_precision),
+        "mel_matrix": "reference (vggish mel_features.spectrogram_to_mel_matrix), not tf.signal",
+        "embedding_size": params.EMBEDDING_SIZE,
+        "has_pca": bool(has_pca),
+        "synthetic_weights": bool(synthetic_weights),
+        "sources": dict(sources),
+        "versions": library_versions(),
+    }
+    if synthetic_weights:
+        metadata["warning"] = "SYNTHETIC WEIGHTS: these are not VGGish embeddings"
+    if extra:
+        metadata.update(extra)
+    return metadata
+
+
+class VGGishExport(tf.Module):
+    """What gets saved: the network, optional PCA, the metadata asset, and the signatures."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], pca: Mapping[str, np.ndarray] | None, metadata: dict, *, metadata_path: str):
+        super().__init__(name="vggish_export")
+        self.network = VGGishNetwork(weights)
+        self.postprocessor = Postprocessor(pca) if pca is not None else None
+        self._precision = metadata["frontend_precision"]
+        # An Asset is copied into the export's assets/ and its path restored on load.
+        self.metadata_asset = tf.saved_model.Asset(metadata_path)
+
+        precision = self._precision
+
+        def embed_windows(windows):
+            features = frontend.log_mel_windows(windows, precision=precision)  # [B,96,64]
+            return forward(self.network, tf.cast(features, tf.float32))  # [B,128]
+
+        def in_batches(fn, rows, width, out_shape, out_dtype):
+            # Runs fn on SIGNATURE_BATCH_EXAMPLES rows at a time so a long waveform does not
+            # materialize every example's activations at once.
+            n = tf.shape(rows)[0]
+            batch = SIGNATURE_BATCH_EXAMPLES
+            padded_n = ((n + batch - 1) // batch) * batch
+            padded = tf.pad(rows, [[0, padded_n - n]] + [[0, 0]] * (len(width)))
+            chunks = tf.reshape(padded, tf.concat([[padded_n // batch, batch], width], 0))
+            out = tf.map_fn(fn, chunks, fn_output_signature=tf.TensorSpec([batch] + out_shape, out_dtype), parallel_iterations=1)
+            return tf.reshape(out, [-1] + out_shape)[:n]
+
+        def waveform_embeddings(waveform):
+            windows = frontend.waveform_to_windows(waveform)  # [N,15600]
+            return in_batches(embed_windows, windows, [params.EXAMPLE_WINDOW_SAMPLES], [params.EMBEDDING_SIZE], tf.float32)
+
+        def waveform_log_mel(waveform):
+            windows = frontend.waveform_to_windows(waveform)  # [N,15600]
+            fn = lambda w: tf.cast(frontend.log_mel_windows(w, precision=precision), tf.float32)  # noqa: E731
+            return in_batches(fn, windows, [params.EXAMPLE_WINDOW_SAMPLES], [params.NUM_FRAMES, params.NUM_BANDS], tf.float32)
+
+        waveform_spec = tf.TensorSpec([None], tf.float32, name="waveform")
+        self.__call__ = tf.function(waveform_embeddings, input_signature=[waveform_spec])
+        self.waveform_to_log_mel = tf.function(waveform_log_mel, input_signature=[waveform_spec])
+        self.embed_batch = tf.function(
+            lambda waveforms: tf.map_fn(waveform_embeddings, waveforms, fn_output_signature=tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32)),
+            input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms")],
+        )
+        self.embed_windows = tf.function(
+            embed_windows, input_signature=[tf.TensorSpec([None, params.EXAMPLE_WINDOW_SAMPLES], tf.float32, name="windows")]
+        )
+        self.embed_log_mel = tf.function(
+            lambda log_mel: forward(self.network, log_mel),
+            input_signature=[tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32, name="log_mel")],
+        )
+        if self.postprocessor is not None:
+            self.postprocess = tf.function(
+                lambda embeddings: postprocess(self.postprocessor, embeddings),
+                input_signature=[tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32, name="embeddings")],
+            )
+
+    def signatures(self) -> dict:
+        sigs = {
+            "serving_default": self.__call__,
+            "embed_batch": self.embed_batch,
+            "embed_windows": self.embed_windows,
+            "embed_log_mel": self.embed_log_mel,
+            "waveform_to_log_mel": self.waveform_to_log_mel,
+        }
+        if self.postprocessor is not None:
+            sigs["postprocess"] = self.postprocess
+        return sigs
+
+
+def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_export(
+    export_dir: str | os.PathLike,
+    *,
+    weights: Mapping[str, np.ndarray],
+    pca: Mapping[str, np.ndarray] | None,
+    metadata: dict,
+) -> Path:
+    """Build the export Module and save it as a SavedModel in `export_dir` (which must not exist)."""
+    export_dir = Path(export_dir)
+    if export_dir.exists():
+        raise ModelError(f"{export_dir}: already exists; refusing to overwrite")
+    staging = export_dir.parent / f".{export_dir.name}.metadata"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        metadata_path = staging / METADATA_ASSET
+        metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        module = VGGishExport(weights, pca, metadata, metadata_path=str(metadata_path))
+        tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
+    finally:
+        for child in staging.iterdir():
+            child.unlink()
+        staging.rmdir()
+    write_file_hashes(export_dir)
+    return export_dir
+
+
+def _export_files(export_dir: Path) -> list[Path]:
+    return sorted(p for p in export_dir.rglob("*") if p.is_file() and p.name != FILE_HASHES)
+
+
+def write_file_hashes(export_dir: Path) -> None:
+    hashes = {str(p.relative_to(export_dir)): sha256_file(p) for p in _export_files(export_dir)}
+    (export_dir / FILE_HASHES).write_text(json.dumps(hashes, indent=2, sort_keys=True) + "\n")
+
+
+def verify_file_hashes(export_dir: Path) -> None:
+    """Raise ModelError when a file of the export differs from the hashes recorded at conversion."""
+    recorded = json.loads((export_dir / FILE_HASHES).read_text())
+    present = {str(p.relative_to(export_dir)) for p in _export_files(export_dir)}
+    if set(recorded) != present:
+        raise ModelError(f"{export_dir}: files differ from those recorded at conversion "
+                         f"(missing: {sorted(set(recorded) - present)}, extra: {sorted(present - set(recorded))})")
+    for name, expected in recorded.items():
+        if sha256_file(export_dir / name) != expected:
+            raise ModelError(f"{export_dir / name}: sha256 differs from the one recorded at conversion (file modified or corrupt)")
+
+
+def read_metadata(export_dir: str | os.PathLike) -> dict:
+    """The metadata of an export, checked for compatibility; ModelError when it is not one."""
+    export_dir = Path(export_dir)
+    how_to = "convert Google's checkpoint with: python -m convert.checkpoint_to_savedmodel --download"
+    if not export_dir.exists():
+        raise ModelNotFoundError(f"{export_dir}: no model here; {how_to}")
+    if not (export_dir / "saved_model.pb").is_file():
+        raise ModelError(f"{export_dir}: not a SavedModel (no saved_model.pb); {how_to}")
+    meta_path = export_dir / "assets" / METADATA_ASSET
+    if not meta_path.is_file():
+        raise ModelError(f"{export_dir}: a SavedModel but not a vggish-tf2 export (no assets/{METADATA_ASSET}); {how_to}")
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{meta_path}: unreadable export metadata ({e})") from e
+    check_metadata(metadata, source=str(export_dir))
+    return metadata
+
+
+def check_metadata(metadata: Mapping[str, Any], *, source: str) -> None:
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise ModelError(f"{source}: not a vggish-tf2 export (format={metadata.get('format')!r})")
+    version = metadata.get("format_version")
+    if version != EXPORT_FORMAT_VERSION:
+        raise ModelError(
+            f"{source}: export format version {version!r} is not supported by this vggish-tf2 "
+            f"(supports {EXPORT_FORMAT_VERSION}); re-convert it with this version's converter"
+        )
+    if metadata.get("frontend") != params.FRONTEND.as_dict():
+        raise ModelError(f"{source}: built with front-end parameters {metadata.get('frontend')}, "
+                         f"this library computes {params.FRONTEND.as_dict()}")
+    frontend.check_precision(metadata.get("frontend_precision", ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedExport:
+    """A loaded export: the restored object (signatures, network variables) and its metadata."""
+
+    path: Path
+    module: Any
+    metadata: dict
+
+    @property
+    def has_pca(self) -> bool:
+        return bool(self.metadata.get("has_pca"))
+
+    @property
+    def synthetic_weights(self) -> bool:
+        return bool(self.metadata.get("synthetic_weights"))
+
+
+def load_export(export_dir: str | os.PathLike, *, verify_hashes: bool = True) -> LoadedExport:
+    """Load and check an export. `verify_hashes` re-hashes its files against those recorded at conversion."""
+    export_dir = Path(export_dir)
+    metadata = read_metadata(export_dir)
+    if verify_hashes and (export_dir / FILE_HASHES).is_file():
+        verify_file_hashes(export_dir)
+    try:
+        module = tf.saved_model.load(str(export_dir))
+    except Exception as e:  # TF raises a variety of types for a corrupt SavedModel
+        raise ModelError(f"{export_dir}: cannot load the SavedModel ({type(e).__name__}: {e})") from e
+    return LoadedExport(path=export_dir, module=module, metadata=metadata)
