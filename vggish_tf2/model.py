@@ -80,62 +80,82 @@ def make_metadata(
     return metadata
 
 
+_WAVEFORM = tf.TensorSpec([None], tf.float32, name="waveform")
+
+
+def _in_batches(fn, rows, out_shape: list, out_dtype):
+    """fn over SIGNATURE_BATCH_EXAMPLES rows at a time, so a long waveform never materializes
+    every example's activations at once. rows [N, ...] -> [N, *out_shape]."""
+    n = tf.shape(rows)[0]
+    batch = SIGNATURE_BATCH_EXAMPLES
+    padded_n = ((n + batch - 1) // batch) * batch
+    padding = tf.concat([[[0, padded_n - n]], tf.zeros([tf.rank(rows) - 1, 2], tf.int32)], 0)
+    chunks = tf.reshape(tf.pad(rows, padding), tf.concat([[padded_n // batch, batch], tf.shape(rows)[1:]], 0))
+    spec = tf.TensorSpec([batch] + out_shape, out_dtype)
+    out = tf.map_fn(fn, chunks, fn_output_signature=spec, parallel_iterations=1)
+    return tf.reshape(out, [-1] + out_shape)[:n]
+
+
 class VGGishExport(tf.Module):
     """What gets saved: the network, optional PCA, the metadata asset, and the signatures."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], pca: Mapping[str, np.ndarray] | None, metadata: dict, *, metadata_path: str):
+    def __init__(
+        self,
+        weights: Mapping[str, np.ndarray],
+        pca: Mapping[str, np.ndarray] | None,
+        *,
+        frontend_precision: str,
+        metadata_path: str,
+    ):
         super().__init__(name="vggish_export")
         self.network = VGGishNetwork(weights)
         self.postprocessor = Postprocessor(pca) if pca is not None else None
-        self._precision = metadata["frontend_precision"]
-        # An Asset is copied into the export's assets/ and its path restored on load.
+        # An Asset is copied into assets/ when saved (so the file may change until then) and
+        # its path is restored on load.
         self.metadata_asset = tf.saved_model.Asset(metadata_path)
-
-        precision = self._precision
-
-        def embed_windows(windows):
-            features = frontend.log_mel_windows(windows, precision=precision)  # [B,96,64]
-            return forward(self.network, tf.cast(features, tf.float32))  # [B,128]
-
-        def in_batches(fn, rows, width, out_shape, out_dtype):
-            # Runs fn on SIGNATURE_BATCH_EXAMPLES rows at a time so a long waveform does not
-            # materialize every example's activations at once.
-            n = tf.shape(rows)[0]
-            batch = SIGNATURE_BATCH_EXAMPLES
-            padded_n = ((n + batch - 1) // batch) * batch
-            padded = tf.pad(rows, [[0, padded_n - n]] + [[0, 0]] * (len(width)))
-            chunks = tf.reshape(padded, tf.concat([[padded_n // batch, batch], width], 0))
-            out = tf.map_fn(fn, chunks, fn_output_signature=tf.TensorSpec([batch] + out_shape, out_dtype), parallel_iterations=1)
-            return tf.reshape(out, [-1] + out_shape)[:n]
-
-        def waveform_embeddings(waveform):
-            windows = frontend.waveform_to_windows(waveform)  # [N,15600]
-            return in_batches(embed_windows, windows, [params.EXAMPLE_WINDOW_SAMPLES], [params.EMBEDDING_SIZE], tf.float32)
-
-        def waveform_log_mel(waveform):
-            windows = frontend.waveform_to_windows(waveform)  # [N,15600]
-            fn = lambda w: tf.cast(frontend.log_mel_windows(w, precision=precision), tf.float32)  # noqa: E731
-            return in_batches(fn, windows, [params.EXAMPLE_WINDOW_SAMPLES], [params.NUM_FRAMES, params.NUM_BANDS], tf.float32)
-
-        waveform_spec = tf.TensorSpec([None], tf.float32, name="waveform")
-        self.__call__ = tf.function(waveform_embeddings, input_signature=[waveform_spec])
-        self.waveform_to_log_mel = tf.function(waveform_log_mel, input_signature=[waveform_spec])
-        self.embed_batch = tf.function(
-            lambda waveforms: tf.map_fn(waveform_embeddings, waveforms, fn_output_signature=tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32)),
-            input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms")],
-        )
-        self.embed_windows = tf.function(
-            embed_windows, input_signature=[tf.TensorSpec([None, params.EXAMPLE_WINDOW_SAMPLES], tf.float32, name="windows")]
-        )
-        self.embed_log_mel = tf.function(
-            lambda log_mel: forward(self.network, log_mel),
-            input_signature=[tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32, name="log_mel")],
-        )
+        self._precision = frontend.check_precision(frontend_precision)
         if self.postprocessor is not None:
+            # An instance attribute, not a method, so an export without PCA has no such signature.
             self.postprocess = tf.function(
                 lambda embeddings: postprocess(self.postprocessor, embeddings),
                 input_signature=[tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32, name="embeddings")],
             )
+
+    # The methods below are the export's signatures. Traced at save time; `self._precision` is
+    # a Python constant baked into the graph.
+    def _embed_windows(self, windows):
+        features = frontend.log_mel_windows(windows, precision=self._precision)  # [B,96,64]
+        return forward(self.network, tf.cast(features, tf.float32))  # [B,128]
+
+    def _waveform_embeddings(self, waveform):
+        windows = frontend.waveform_to_windows(waveform)  # [N,15600]
+        return _in_batches(self._embed_windows, windows, [params.EMBEDDING_SIZE], tf.float32)
+
+    @tf.function(input_signature=[_WAVEFORM])
+    def __call__(self, waveform):
+        return self._waveform_embeddings(waveform)
+
+    @tf.function(input_signature=[_WAVEFORM])
+    def waveform_to_log_mel(self, waveform):
+        windows = frontend.waveform_to_windows(waveform)  # [N,15600]
+
+        def log_mel(w):
+            return tf.cast(frontend.log_mel_windows(w, precision=self._precision), tf.float32)
+
+        return _in_batches(log_mel, windows, [params.NUM_FRAMES, params.NUM_BANDS], tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms")])
+    def embed_batch(self, waveforms):
+        spec = tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32)
+        return tf.map_fn(self._waveform_embeddings, waveforms, fn_output_signature=spec)  # [B,N,128]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, params.EXAMPLE_WINDOW_SAMPLES], tf.float32, name="windows")])
+    def embed_windows(self, windows):
+        return self._embed_windows(windows)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32, name="log_mel")])
+    def embed_log_mel(self, log_mel):
+        return forward(self.network, log_mel)
 
     def signatures(self) -> dict:
         sigs = {
@@ -158,28 +178,12 @@ def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def save_export(
-    export_dir: str | os.PathLike,
-    *,
-    weights: Mapping[str, np.ndarray],
-    pca: Mapping[str, np.ndarray] | None,
-    metadata: dict,
-) -> Path:
-    """Build the export Module and save it as a SavedModel in `export_dir` (which must not exist)."""
+def save_export(module: VGGishExport, export_dir: str | os.PathLike) -> Path:
+    """Save `module` as a SavedModel in `export_dir` (which must not exist) and record its files' sha256."""
     export_dir = Path(export_dir)
     if export_dir.exists():
         raise ModelError(f"{export_dir}: already exists; refusing to overwrite")
-    staging = export_dir.parent / f".{export_dir.name}.metadata"
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        metadata_path = staging / METADATA_ASSET
-        metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        module = VGGishExport(weights, pca, metadata, metadata_path=str(metadata_path))
-        tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
-    finally:
-        for child in staging.iterdir():
-            child.unlink()
-        staging.rmdir()
+    tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
     write_file_hashes(export_dir)
     return export_dir
 
