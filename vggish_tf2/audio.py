@@ -77,6 +77,11 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _soundfile_reason(e: Exception) -> str:
+    # LibsndfileError's str() repeats the path ("Error opening '<path>': ..."); keep the reason.
+    return _one_line(getattr(e, "error_string", None) or e)
+
+
 def _fail(path: PathLike, reason: str) -> AudioDecodeError:
     return AudioDecodeError(f"{os.fspath(path)}: {_one_line(reason)}")
 
@@ -135,7 +140,7 @@ def _finite_float32(block: np.ndarray, path: PathLike) -> np.ndarray:
         raise InvalidAudioError(f"{os.fspath(path)}: contains non-finite samples (NaN or Inf)")
     if block.dtype != np.float32:
         peak = float(np.max(np.abs(block))) if block.size else 0.0
-        if peak > np.finfo(np.float32).max:
+        if peak > float(np.finfo(np.float32).max):
             raise InvalidAudioError(f"{os.fspath(path)}: samples beyond the float32 range (max |x| = {peak:.3g})")
         block = block.astype(np.float32)
     return block
@@ -172,7 +177,7 @@ class _SoundfileSource:
             try:
                 block = self._f.read(block_frames, dtype=dtype, always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as e:
-                raise _fail(self.path, f"cannot decode after {total} frames ({e})") from e
+                raise _fail(self.path, f"cannot decode after {total} frames ({_soundfile_reason(e)})") from e
             if len(block) == 0:
                 break
             total += len(block)
@@ -286,7 +291,7 @@ def _open_source(path: PathLike):
     try:
         source = _SoundfileSource(path, sf.SoundFile(path))
     except (sf.LibsndfileError, RuntimeError) as e:
-        soundfile_error = _one_line(e)
+        soundfile_error = _soundfile_reason(e)
         logger.debug("%s: soundfile cannot open it (%s); trying PyAV", path, soundfile_error)
         source = _open_with_pyav(path, head, soundfile_error, e)
     try:
