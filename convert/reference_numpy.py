@@ -310,7 +310,7 @@ def probe_signals(sample_rate: int = params.SAMPLE_RATE) -> dict[str, np.ndarray
     """Deterministic float64 test signals in [-1, 1]: sine, noise, silence, chirp, speech.
 
     - ``sine``: 1 kHz, amplitude 1, 3 s (the reference's smoke-test signal);
-    - ``noise``: white Gaussian noise, seed 0, scaled by 0.3, 2.5 s;
+    - ``noise``: white noise, uniform in [-0.3, 0.3] (seed 0), 2.5 s;
     - ``silence``: zeros, 2 s;
     - ``chirp``: linear sweep 100 Hz -> 7 kHz, amplitude 0.5, 3 s;
     - ``speech``: speech-like, 3 s: a harmonic series on a gliding ~120 Hz pitch, with a 4 Hz
@@ -326,7 +326,7 @@ def probe_signals(sample_rate: int = params.SAMPLE_RATE) -> dict[str, np.ndarray
     t = seconds(3.0)
     sine = np.sin(2.0 * np.pi * 1000.0 * t)
 
-    noise = 0.3 * rng.standard_normal(int(round(2.5 * sample_rate)))
+    noise = 0.3 * rng.uniform(-1.0, 1.0, int(round(2.5 * sample_rate)))
 
     silence = np.zeros(int(round(2.0 * sample_rate)))
 
