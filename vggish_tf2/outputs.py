@@ -180,7 +180,9 @@ def write_npz(
                 # np.savez stamps each member with the current time; a fixed time keeps reruns byte-identical.
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
                 with archive.open(info, mode="w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+                    # np.ascontiguousarray would turn the 0-d metadata into shape (1,); copy instead.
+                    contiguous = array if array.flags.c_contiguous else array.copy(order="C")
+                    np.lib.format.write_array(member, contiguous, allow_pickle=False)
 
 
 def read_npz(path: PathLike) -> dict:
