@@ -143,3 +143,12 @@ def forward(module, features, *, compute_dtype=None):
             if layer.relu:
                 x = tf.nn.relu(x)
     return tf.cast(x, tf.float32)  # [B,128]
+
+
+def copy_to_device(module, device_name: str):
+    """A copy of `module`'s variables placed on `device_name`: one replica's weights."""
+    import types
+
+    with tf.device(device_name):
+        copies = {_attr(name): tf.Variable(v, name=name, trainable=False) for name, v in weights_of(module).items()}
+    return types.SimpleNamespace(**copies)

@@ -1,0 +1,148 @@
+"""The device step: example windows [B, 15600] -> embeddings [B, 128], on one or several devices.
+
+One fixed-shape tf.function per batch size (front end + network), so it traces once and can be
+XLA-compiled. With several devices, each holds a copy of the weights and gets an equal slice of
+the batch; the slices run concurrently inside one graph and are concatenated in order.
+
+Out of memory never loses an example: the batch size is halved and the same rows are run again;
+a GPU that still fails at the smallest batch is given up for the CPU, with a warning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from vggish_tf2 import devices, frontend, params
+from vggish_tf2.network import copy_to_device, forward
+
+logger = logging.getLogger(__name__)
+
+MIN_BATCH_SIZE = devices.MIN_BATCH_SIZE
+
+
+@dataclasses.dataclass
+class RunnerStats:
+    """Counters of the device stage (read from Python; logged at INFO by the Embedder)."""
+
+    examples: int = 0
+    batches: int = 0
+    device_seconds: float = 0.0
+    oom_retries: int = 0
+    cpu_fallbacks: int = 0
+
+
+class DeviceRunner:
+    """Runs the device step on `device_names` with `batch_size` rows per device."""
+
+    def __init__(
+        self,
+        network_module,
+        *,
+        device_names: tuple[str, ...],
+        batch_size: int,
+        frontend_precision: str = "float64",
+        compute_dtype: str = "float32",
+        jit_compile: bool = False,
+    ):
+        self._source = network_module
+        self._precision = frontend.check_precision(frontend_precision)
+        self._compute_dtype = compute_dtype
+        self._jit_compile = bool(jit_compile)
+        self.batch_size = int(batch_size)
+        self.stats = RunnerStats()
+        self._build(tuple(device_names))
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return self._device_names
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.batch_size * len(self._device_names)
+
+    def _build(self, device_names: tuple[str, ...]) -> None:
+        self._device_names = device_names
+        if len(device_names) == 1:
+            # One device: the loaded variables are used as they are (TF places them there).
+            replicas = [self._source]
+        else:
+            replicas = [copy_to_device(self._source, name) for name in device_names]
+
+        def replica_step(weights):
+            def step(windows):  # [b,15600] -> [b,128]
+                features = frontend.log_mel_windows(windows, precision=self._precision)  # [b,96,64]
+                return forward(weights, tf.cast(features, tf.float32), compute_dtype=self._compute_dtype)
+
+            return tf.function(step, jit_compile=self._jit_compile)
+
+        replica_fns = [replica_step(w) for w in replicas]
+
+        @tf.function
+        def step(windows):  # [R*b, 15600] -> [R*b, 128]
+            parts = tf.split(windows, len(device_names))
+            outputs = []
+            for name, fn, part in zip(device_names, replica_fns, parts):
+                with tf.device(name):
+                    outputs.append(fn(part))
+            return tf.concat(outputs, 0)
+
+        self._step = step
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings float32 [n, 128] of windows [n, 15600], any n, in order."""
+        n = len(rows)
+        out = np.empty((n, params.EMBEDDING_SIZE), np.float32)
+        start = 0
+        while start < n:
+            take = min(self.rows_per_step, n - start)
+            try:
+                out[start : start + take] = self._run_step(rows[start : start + take])
+            except Exception as e:  # noqa: BLE001 - only OOM is handled; anything else re-raised
+                if not devices.is_gpu_oom(e):
+                    raise
+                self._recover_from_oom(e)
+                continue  # the same rows again, in smaller steps or on the CPU
+            start += take
+        return out
+
+    def _run_step(self, rows: np.ndarray) -> np.ndarray:
+        take = len(rows)
+        batch = np.zeros((self._padded_rows(take), params.EXAMPLE_WINDOW_SAMPLES), np.float32)
+        batch[:take] = rows  # padded rows are computed and discarded
+        started = time.perf_counter()
+        result = self._step(tf.constant(batch)).numpy()[:take]
+        self.stats.device_seconds += time.perf_counter() - started
+        self.stats.examples += take
+        self.stats.batches += 1
+        return result
+
+    def _padded_rows(self, take: int) -> int:
+        """Rows to compute for `take` real rows: a full step, or for a short last step the next
+        power of two per device, so a few shapes are traced once each and a 3-example call does
+        not pay for 256."""
+        replicas = len(self._device_names)
+        per_device = MIN_BATCH_SIZE
+        while per_device * replicas < take:
+            per_device *= 2
+        return min(per_device, self.batch_size) * replicas
+
+    def _recover_from_oom(self, error: Exception) -> None:
+        self.stats.oom_retries += 1
+        if self.batch_size > MIN_BATCH_SIZE:
+            self.batch_size //= 2
+            logger.warning("out of memory on %s; retrying with batch size %d", ", ".join(self._device_names), self.batch_size)
+            return
+        if self._device_names == (devices.CPU_DEVICE_NAME,):
+            raise error  # nothing smaller or safer to fall back to
+        warnings.warn(
+            f"{', '.join(self._device_names)} still out of memory at batch size {self.batch_size}; "
+            "falling back to the CPU", RuntimeWarning, stacklevel=3,
+        )
+        self.stats.cpu_fallbacks += 1
+        self.batch_size = devices.CPU_BATCH_SIZE
+        self._build((devices.CPU_DEVICE_NAME,))
