@@ -515,29 +515,31 @@ def _cpu_plan(
     detected: list[tuple[DeviceInfo, Any]],
     *,
     devices: Sequence[object] | None,
-    fell_back: bool,
-    notes: list[str],
+    devices_name_cpus: bool,
     applier: _Applier,
-) -> tuple[DeviceType, tuple[str, ...]]:
+) -> tuple[str, ...]:
+    """Hide the GPUs; the CPU device names to run on."""
     gpus = [phys for info, phys in detected if info.type is not DeviceType.CPU]
     if gpus:
         # Hidden GPUs cannot take ops by soft placement nor reserve memory at initialization.
-        applier("hide the GPUs (set_visible_devices([], 'GPU'))", cfg.set_visible_devices, [], "GPU")
-        if applier.refused:
-            notes.append(f"GPUs stay visible to TensorFlow; work is still placed on {CPU_DEVICE_NAME}")
+        applier(
+            "hide the GPUs (set_visible_devices([], 'GPU'); they stay visible and TF may hold their memory)",
+            cfg.set_visible_devices, [], "GPU",
+        )
     if devices is None:
-        return DeviceType.CPU, (CPU_DEVICE_NAME,)
-    if fell_back:
-        # devices= was meant for the GPUs that are missing; the fallback warning already says so.
-        logger.info("devices=%r ignored: running on CPU", devices)
-        return DeviceType.CPU, (CPU_DEVICE_NAME,)
+        return (CPU_DEVICE_NAME,)
+    if not devices_name_cpus:
+        # With "auto", "gpu" or "metal", devices= names GPUs, and there are none to use: a script
+        # written for a GPU machine must still run on a CPU-only one.
+        logger.info("devices=%r ignored: no GPU to use, running on CPU", devices)
+        return (CPU_DEVICE_NAME,)
     cpus = [phys for info, phys in detected if info.type is DeviceType.CPU]
     # Logical CPUs exist only if the program configured them (e.g. two for multi-device tests);
     # reading that configuration does not initialize the runtime.
     logical = cfg.get_logical_device_configuration(cpus[0]) if cpus else None
     count = len(logical) if logical else 1
     indices = _parse_devices(devices, tf_type="CPU", count=count)
-    return DeviceType.CPU, tuple(f"/device:CPU:{i}" for i in indices)
+    return tuple(f"/device:CPU:{i}" for i in indices)
 
 
 def configure_devices(
@@ -574,18 +576,15 @@ def configure_devices(
     # Choose among every listed device, hidden or not: this function sets visibility itself.
     candidates = [dataclasses.replace(info, available=True) for info, _ in detected]
     chosen, fallback = _choose(preference, candidates)
-    notes: list[str] = []
     if fallback is not None:
         warnings.warn(fallback, stacklevel=2)
-        notes.append(fallback)
+    notes: list[str] = []  # degradations other than the fallback, warned together at the end
     applier = _Applier()
 
     if chosen.type is DeviceType.CPU:
-        device_type, names = _cpu_plan(
-            cfg, detected, devices=devices, fell_back=fallback is not None, notes=notes, applier=applier
-        )
+        names = _cpu_plan(cfg, detected, devices=devices, devices_name_cpus=preference == "cpu", applier=applier)
         plan = DevicePlan(
-            device_type=device_type,
+            device_type=DeviceType.CPU,
             device_names=names,
             memory_limit_bytes=None,
             memory_limit_enforced=False,
@@ -610,10 +609,12 @@ def configure_devices(
             f"Work is placed on {', '.join(plan.device_names)}."
         )
         notes.append(message)
-    degraded = [n for n in notes if n != fallback]
-    if degraded:
-        warnings.warn(" ".join(degraded), stacklevel=2)  # one warning for everything not applied
-    plan = dataclasses.replace(plan, warnings=tuple(notes))
+    plan_warnings = [fallback] if fallback is not None else []
+    if notes:
+        degraded = " ".join(notes)
+        warnings.warn(degraded, stacklevel=2)  # one warning for everything not applied
+        plan_warnings.append(degraded)
+    plan = dataclasses.replace(plan, warnings=tuple(plan_warnings))
     logger.info(
         "device plan: %s on %s, memory limit %s (%s), growth %s",
         plan.device_type.value, ", ".join(plan.device_names), _format_bytes(plan.memory_limit_bytes),
@@ -686,7 +687,8 @@ def _configure_accelerators(
             enforced = all(applied)
             if enforced:
                 limit_bytes = min(b // MIB * MIB for b in limits)
-                if growth and _runtime_initialized():
+                already_forced = os.environ.get(FORCE_GROWTH_ENV, "").lower() == "true"
+                if growth and not already_forced and _runtime_initialized():
                     # Setters succeed silently when nothing changes, even after initialization,
                     # but the allocator read the environment when the GPUs were created.
                     applier.refused.append(f"{FORCE_GROWTH_ENV}=true (GPU devices already exist)")
@@ -725,10 +727,11 @@ def _accelerator_names(
     cfg: Any, pairs: list[tuple[DeviceInfo, Any]], *, visible_ok: bool, applier: _Applier
 ) -> tuple[str, ...]:
     """Logical names of the selected GPUs, in physical order."""
-    if visible_ok:
-        # Exactly the selected GPUs are visible; TF numbers them in physical order.
+    if visible_ok and not applier.runtime_initialized:
+        # Exactly the selected GPUs will be visible; TF numbers them in physical order.
         return tuple(f"/device:GPU:{k}" for k in range(len(pairs)))
-    # Visibility could not be changed: the selected GPUs keep their position among the visible.
+    # The runtime exists: the selected GPUs keep their position among the visible ones, checked
+    # against the logical devices TF actually created.
     visible = list(cfg.get_visible_devices("GPU"))
     names = [f"/device:GPU:{visible.index(phys)}" for _, phys in pairs if phys in visible]
     if applier.runtime_initialized and names:
