@@ -364,3 +364,44 @@ def test_awkward_names(tmp_path, name):
     os.remove(path)
     with pytest.raises(AudioDecodeError, match="^" + __import__("re").escape(os.fspath(path)) + ": no such file"):
         audio.load_audio(path)
+
+
+def test_ogg_cut_at_a_page_boundary(tmp_path):
+    full = write(tmp_path / "full.ogg", sine(440, 3.0, 48000), 48000, format="OGG", subtype="VORBIS")
+    data = full.read_bytes()
+    pages = [i for i in range(len(data)) if data.startswith(b"OggS", i)]
+    assert len(pages) > 3
+    (tmp_path / "cut.ogg").write_bytes(data[:pages[-1]])  # whole pages, but the end-of-stream page is gone
+    expect_error(tmp_path / "cut.ogg", "truncated: the last Ogg page is not an end-of-stream page")
+    assert len(audio.load_audio(full)) == 48000  # the intact file passes the same check
+
+
+def test_streamed_wav_size_placeholder_is_not_truncation(tmp_path):
+    """Writers that stream to a pipe put 0xFFFFFFFF in the size fields: the data is all there."""
+    signal = sine(440, 1.0, 16000)
+    data = bytearray(write(tmp_path / "p.wav", signal, 16000, subtype="PCM_16").read_bytes())
+    at = data.index(b"data")
+    data[4:8] = data[at + 4:at + 8] = b"\xff\xff\xff\xff"
+    (tmp_path / "p.wav").write_bytes(bytes(data))
+    np.testing.assert_allclose(audio.load_audio(tmp_path / "p.wav"), signal, atol=1 / 32768)
+
+
+def test_streaming_memory_does_not_grow_with_file_length(tmp_path):
+    import tracemalloc
+
+    from vggish_tf2.windows import count_examples, iter_windows
+
+    rate, seconds = 8000, 300
+    path = tmp_path / "long.wav"
+    with sf.SoundFile(path, "w", rate, 1, subtype="FLOAT") as f:
+        for _ in range(seconds):
+            f.write(np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.1)
+    tracemalloc.start()
+    try:
+        windows = sum(1 for _ in iter_windows(audio.stream_audio(path, chunk_seconds=2.0)))
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert windows == count_examples(seconds * 16000)
+    whole_file_bytes = seconds * 16000 * 4  # what load_audio would hold
+    assert peak_bytes < whole_file_bytes / 10

@@ -198,14 +198,27 @@ class _SoundfileSource:
 
 
 def _ogg_ends_with_eos(path: PathLike) -> bool:
-    # An Ogg page is at most 65307 bytes, so the last page header is in the last 64 KiB + 27.
+    """True when the file ends with a whole Ogg page flagged end-of-stream.
+
+    A page is at most 27 + 255 + 255 * 255 bytes, so the last one lies in that tail. A capture
+    pattern ("OggS") counts only if its page ends exactly at the end of the file, so the bytes
+    "OggS" inside compressed data cannot pass for the last page.
+    """
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
-        f.seek(max(0, size - 65307 - 27))
+        f.seek(max(0, size - (27 + 255 + 255 * 255)))
         tail = f.read()
-    at = tail.rfind(b"OggS")
-    return at >= 0 and at + 5 < len(tail) and bool(tail[at + 5] & 0x04)
+    at = len(tail)
+    while True:
+        at = tail.rfind(b"OggS", 0, at)
+        if at < 0:
+            return False
+        if at + 27 <= len(tail) and tail[at + 4] == 0:  # stream structure version 0
+            segments = tail[at + 26]
+            body = sum(tail[at + 27:at + 27 + segments])
+            if at + 27 + segments + body == len(tail):
+                return bool(tail[at + 5] & 0x04)  # header_type flag 0x04: end of stream
 
 
 def _pyav_to_float(frame) -> np.ndarray:
