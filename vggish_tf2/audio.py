@@ -170,7 +170,8 @@ class _SoundfileSource:
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         # float64 only for float64 files, so that values beyond the float32 range are caught
-        # before the cast instead of turning into Inf.
+        # before the cast instead of turning into Inf. soundfile never reads past the declared
+        # frame count: an MP3 whose count is an underestimate (no Xing/LAME header) loses its tail.
         dtype = "float64" if self.info.subtype == "DOUBLE" else "float32"
         total = 0
         while True:
