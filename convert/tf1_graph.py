@@ -92,6 +92,9 @@ class TF1Reference:
         with self.graph.as_default():
             variables = v1.global_variables()
             saver = v1.train.Saver(var_list=variables)
+        # Saver.restore into resource variables does not check shapes (a [64] bias would load into a
+        # [128] variable), and its missing-key message names no variable: check everything first.
+        _check_checkpoint(self.checkpoint_path, {v.op.name: (tuple(v.shape.as_list()), v.dtype.base_dtype) for v in variables})
         self.config = config if config is not None else v1.ConfigProto()
         self.session = v1.Session(graph=self.graph, config=self.config)
         try:
@@ -119,6 +122,24 @@ class TF1Reference:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _check_checkpoint(path: str, expected: dict[str, tuple[tuple[int, ...], tf.DType]]) -> None:
+    """Raise CheckpointError listing every missing, mis-shaped or mis-typed variable of ``path``."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({_first_line(e)})") from e
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    missing = sorted(set(expected) - set(shapes))
+    problems = [f"missing: {', '.join(missing)}"] if missing else []
+    for name, (shape, dtype) in sorted(expected.items()):
+        if name in shapes and tuple(shapes[name]) != shape:
+            problems.append(f"{name}: shape {tuple(shapes[name])}, expected {shape}")
+        if name in dtypes and dtypes[name] != dtype:
+            problems.append(f"{name}: dtype {dtypes[name].name}, expected {dtype.name}")
+    if problems:
+        raise CheckpointError(f"{path}: cannot restore VGGish variables ({'; '.join(problems)})")
 
 
 def _first_line(error: BaseException) -> str:
