@@ -55,7 +55,8 @@ def mel_matrix() -> np.ndarray:
 def periodic_hann(window_samples: int = params.STFT_WINDOW_LENGTH_SAMPLES) -> np.ndarray:
     """Periodic Hann window, float64: 0.5 - 0.5 cos(2 pi n / N), n = 0..N-1."""
     n = np.arange(window_samples, dtype=np.float64)
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / window_samples)
+    # (2 pi / N) * n, in this order, is the reference's rounding; 2 pi n / N differs by an ulp.
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi / window_samples * n)
 
 
 def check_precision(precision: str) -> str:
