@@ -1,0 +1,609 @@
+"""Embed a corpus: audio files -> one output per input, a manifest, and resume.
+
+    from vggish_tf2.pipeline import embed_corpus
+    summary = embed_corpus(["corpus/"], out_dir="embeddings", output_format="npz")
+    print(summary.format())
+
+Inputs are files, directories (walked recursively for audio extensions, hidden entries skipped),
+glob patterns and list files (one path a line, ``#`` comments; relative paths are relative to the
+current directory). The output tree mirrors the input tree relative to the inputs' common root:
+``embed corpus/ --out out`` writes ``corpus/a/b.wav`` to ``out/a/b.wav.npz``. The input's path
+relative to that root names it everywhere: the manifest's ``input``, the TFRecord ``video_id``,
+the Parquet ``file`` column.
+
+Every output is written atomically (see :mod:`vggish_tf2.outputs`), then its line is appended to
+``<out>/manifest.jsonl``. ``<out>/run_config.json`` records the settings that decide the numbers;
+a later run into the same directory with other settings is refused unless ``overwrite=True``.
+Rerunning the same command skips every input whose last manifest record is ok or skipped, whose
+output still exists, and whose size and mtime have not changed since; failed inputs are retried.
+An error on one file is recorded and the run goes on; a KeyboardInterrupt stops it after the
+current file (what is done is complete and in the manifest) and is re-raised as
+:class:`RunInterrupted`, which carries the summary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+
+import numpy as np
+
+from vggish_tf2 import outputs, params
+from vggish_tf2.errors import InvalidArgumentError, OutputError, VGGishError
+from vggish_tf2.outputs import Manifest
+from vggish_tf2.progress import format_seconds
+
+if TYPE_CHECKING:
+    from vggish_tf2.embedder import Embedder, FileResult
+    from vggish_tf2.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+# Walked directories yield files with these extensions (any case); files named explicitly are
+# always taken. soundfile reads the first group, PyAV (FFmpeg) the containers after it.
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au",
+    ".snd", ".caf", ".w64", ".rf64",
+    ".m4a", ".m4b", ".aac", ".mp4", ".3gp", ".webm", ".mka", ".wma", ".ac3", ".amr",
+})
+OUTPUT_SUFFIXES = {"npz": ".npz", "tfrecord": ".tfrecord", "parquet": ".parquet"}
+RUN_CONFIG_NAME = "run_config.json"
+RUN_CONFIG_VERSION = 1
+# The settings that decide an output's bytes; a run into a directory made with others is refused.
+RUN_CONFIG_KEYS = ("model_hash", "format", "postprocess", "hop_samples", "resampler", "frontend_precision", "short_clips")
+EXAMPLE_SECONDS = params.EXAMPLE_WINDOW_SECONDS  # nominal span of one example (96 frames of 10 ms)
+_GLOB_CHARS = frozenset("*?[")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by KeyboardInterrupt; ``summary`` describes what was done before."""
+
+    def __init__(self, summary: "RunSummary"):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """One input: its path as found, and its path relative to the inputs' common root (POSIX)."""
+
+    path: Path
+    relative: str
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a run did. ``files`` = ok + skipped + failed + already_done."""
+
+    out_dir: Path
+    output_format: str
+    files: int = 0
+    ok: int = 0
+    skipped: int = 0  # too short to give an example under short_clips="drop"
+    failed: int = 0
+    already_done: int = 0  # ok or skipped in an earlier run, not redone
+    audio_seconds: float = 0.0  # of the inputs processed in this run
+    examples: int = 0
+    processing_seconds: float = 0.0  # from the first file to the last (model load excluded)
+    wall_seconds: float = 0.0  # the whole call
+    interrupted: bool = False
+    synthetic_weights: bool = False
+    device: str = ""
+    batch_size: int = 0
+    failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (input, one-line error)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / outputs.MANIFEST_NAME
+
+    @property
+    def audio_hours(self) -> float:
+        return self.audio_seconds / 3600.0
+
+    @property
+    def audio_seconds_per_second(self) -> float:
+        return self.audio_seconds / self.processing_seconds if self.processing_seconds > 0 else 0.0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.processing_seconds if self.processing_seconds > 0 else 0.0
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every input is ok, skipped or already done; 1 when any failed (130 if interrupted)."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d.update(audio_hours=self.audio_hours, audio_seconds_per_second=self.audio_seconds_per_second,
+                 examples_per_second=self.examples_per_second)
+        return d
+
+    def format(self, *, max_failures: int = 10) -> str:
+        """The closing summary, a few lines of text."""
+        lines = []
+        if self.synthetic_weights:
+            lines.append("WARNING: SYNTHETIC WEIGHTS: this model's outputs are not VGGish embeddings")
+        if self.interrupted:
+            lines.append("INTERRUPTED: rerun the same command to resume")
+        lines.append(
+            f"files      {self.files} total: {self.ok} ok, {self.failed} failed, {self.skipped} skipped (too short), "
+            f"{self.already_done} already done"
+        )
+        lines.append(f"audio      {self.audio_hours:.3f} h ({self.audio_seconds:.1f} s), {self.examples} examples")
+        lines.append(
+            f"throughput {self.audio_seconds_per_second:.1f} audio s/s, {self.examples_per_second:.1f} examples/s"
+            f" on {self.device or '?'} (batch {self.batch_size})"
+        )
+        lines.append(f"time       {format_seconds(self.wall_seconds)} wall ({self.wall_seconds:.1f} s; "
+                     f"{self.processing_seconds:.1f} s embedding)")
+        lines.append(f"output     {self.out_dir} ({self.output_format}); manifest {self.manifest_path.name}")
+        for name, error in self.failures[:max_failures]:
+            lines.append(f"failed     {name}: {error}")
+        if len(self.failures) > max_failures:
+            lines.append(f"failed     ... and {len(self.failures) - max_failures} more (see the manifest)")
+        return "\n".join(lines)
+
+
+# --- Inputs ---------------------------------------------------------------------------------------
+def _has_glob(text: str) -> bool:
+    return any(ch in _GLOB_CHARS for ch in text)
+
+
+def _glob_root(pattern: str) -> str:
+    """The leading directories of a glob pattern that hold no wildcard: where its tree starts."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if _has_glob(part):
+            break
+        fixed.append(part)
+    return os.path.abspath(os.path.join(*fixed)) if fixed else os.getcwd()
+
+
+def _walk_audio(directory: str, *, exclude: str | None) -> list[str]:
+    found = []
+
+    def on_error(e: OSError) -> None:
+        logger.warning("cannot list %s (%s)", e.filename, e.strerror or e)
+
+    for current, dirs, files in os.walk(directory, onerror=on_error):
+        # Sorted for a stable order; hidden entries (.git, macOS "._x.wav" resource forks) skipped;
+        # the output directory is never walked, should it lie inside an input directory.
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and (exclude is None or os.path.abspath(os.path.join(current, d)) != exclude))
+        for name in sorted(files):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                found.append(os.path.join(current, name))
+    return found
+
+
+def read_list_file(list_file: PathLike) -> list[str]:
+    """Paths in a list file: one a line, blank lines and lines starting with ``#`` ignored."""
+    try:
+        text = Path(list_file).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise InvalidArgumentError(f"{os.fspath(list_file)}: cannot read the list file ({e.strerror or e})") from e
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def expand_inputs(
+    inputs: Iterable[PathLike],
+    *,
+    list_files: Sequence[PathLike] = (),
+    exclude: PathLike | None = None,
+) -> list[InputFile]:
+    """Files to embed, in order, without duplicates, each with its path relative to the common root.
+
+    A directory is walked recursively for :data:`AUDIO_EXTENSIONS`; a path that does not exist
+    but holds ``*``, ``?`` or ``[`` is a glob (``**`` recursive); anything else is taken as a
+    file, existing or not (a missing one fails in the run, with its reason in the manifest).
+    Entries of list files are taken as files, literally. ``exclude`` (the output directory) is
+    never walked.
+    """
+    excluded = os.path.abspath(exclude) if exclude is not None else None
+    found: list[tuple[str, str]] = []  # (absolute path, root its tree is relative to)
+    for raw in inputs:
+        text = os.fspath(raw)
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        if not text:
+            raise InvalidArgumentError("an input path is empty")
+        absolute = os.path.abspath(text)
+        if os.path.isdir(absolute):
+            found.extend((path, absolute) for path in _walk_audio(absolute, exclude=excluded))
+        elif not os.path.lexists(absolute) and _has_glob(text):
+            root = _glob_root(text)
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                logger.warning("%s: the pattern matches nothing", text)
+            for match in matches:
+                match = os.path.abspath(match)
+                if os.path.isdir(match):
+                    found.extend((path, root) for path in _walk_audio(match, exclude=excluded))
+                else:
+                    found.append((match, root))
+        else:
+            found.append((absolute, os.path.dirname(absolute)))
+    for list_file in list_files:
+        for line in read_list_file(list_file):
+            absolute = os.path.abspath(line)
+            found.append((absolute, os.path.dirname(absolute)))
+
+    unique: dict[str, str] = {}
+    for path, root in found:
+        unique.setdefault(path, root)
+    if not unique:
+        names = [os.fspath(i) for i in inputs] + [os.fspath(f) for f in list_files]
+        raise InvalidArgumentError(f"no audio files found in {', '.join(map(str, names)) or 'the inputs'} "
+                                   f"(directories are searched for: {' '.join(sorted(AUDIO_EXTENSIONS))})")
+    common = os.path.commonpath(list(unique.values()))
+    return [InputFile(Path(path), Path(os.path.relpath(path, common)).as_posix()) for path in unique]
+
+
+# --- Model fingerprint and run configuration -------------------------------------------------------
+def model_fingerprint(model_path: str) -> str:
+    """``sha256:<hex>`` naming the model's files: the hash of the export's recorded file hashes
+    (every file of the export), else of its saved_model.pb; a TF Hub handle names itself."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return f"handle:{model_path}"
+    from vggish_tf2.model import FILE_HASHES  # the embedder has loaded the model: TF is imported
+
+    recorded = path / FILE_HASHES
+    if recorded.is_file():
+        try:
+            hashes = json.loads(recorded.read_text())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"{recorded}: cannot read the export's file hashes ({e})") from e
+        canonical = json.dumps(hashes, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256-files:" + hashlib.sha256(canonical).hexdigest()
+    digest = hashlib.sha256()
+    with open(path / "saved_model.pb", "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for distribution in ("vggish-tf2", "tensorflow", "numpy", "soundfile", "soxr"):
+        try:
+            versions[distribution] = importlib_metadata.version(distribution)
+        except importlib_metadata.PackageNotFoundError:
+            versions[distribution] = "unknown"
+    return versions
+
+
+def _run_config(embedder: "Embedder", *, output_format: str, postprocess: bool, fingerprint: str) -> dict:
+    return {
+        "config_version": RUN_CONFIG_VERSION,
+        "model_hash": fingerprint,
+        "format": output_format,
+        "postprocess": postprocess,
+        "hop_samples": int(embedder.hop_samples),
+        "hop_seconds": embedder.hop_samples / params.SAMPLE_RATE,
+        "resampler": embedder.resampler,
+        "frontend_precision": embedder.frontend_precision,
+        "short_clips": embedder.short_clips,
+    }
+
+
+def _check_run_config(out_dir: Path, config: dict, *, overwrite: bool, record: bool = True) -> None:
+    """Refuse a run whose settings differ from those the directory was made with (only the keys of
+    ``config`` are compared); with ``record``, write ``config`` when there is none yet."""
+    path = out_dir / RUN_CONFIG_NAME
+    existing = None
+    if path.exists() and not overwrite:
+        try:
+            existing = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"{path}: unreadable run configuration ({e}); pass --overwrite to start afresh") from e
+        if not isinstance(existing, dict):
+            raise OutputError(f"{path}: not a run configuration; pass --overwrite to start afresh")
+        differences = [
+            f"{key} {existing.get(key)!r} then, {config[key]!r} now"
+            for key in RUN_CONFIG_KEYS if key in config and existing.get(key) != config[key]
+        ]
+        if differences:
+            raise InvalidArgumentError(
+                f"{out_dir} holds outputs made with other settings ({'; '.join(differences)}); "
+                "use another --out directory, or --overwrite to redo everything with the new settings"
+            )
+    if existing is None and record:
+        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        with outputs._atomic_output(path) as temp:  # noqa: SLF001 - the writers' atomic rename
+            temp.write_text(text)
+
+
+# --- Resume ---------------------------------------------------------------------------------------
+def _input_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _already_done(record: dict | None, *, out_dir: Path, output_relative: str | None, signature) -> bool:
+    if record is None or record.get("status") not in ("ok", "skipped"):
+        return False
+    if signature is not None and record.get("input_size") is not None:
+        if (record.get("input_size"), record.get("input_mtime_ns")) != signature:
+            return False  # the input changed since
+    if record["status"] == "skipped":
+        return True
+    if record.get("output") != output_relative:
+        return False
+    try:
+        return (out_dir / output_relative).stat().st_size > 0
+    except OSError:
+        return False
+
+
+# --- Writing one result ---------------------------------------------------------------------------
+def _example_ends(timestamps: np.ndarray, duration_seconds: float) -> np.ndarray:
+    # A padded or repeated short clip ends where the audio ends, not a whole example later.
+    return np.minimum(timestamps + EXAMPLE_SECONDS, max(duration_seconds, 0.0))
+
+
+def _write(
+    output_format: str,
+    path: Path,
+    *,
+    item: InputFile,
+    result: "FileResult",
+    postprocessed: np.ndarray | None,
+    metadata: dict,
+) -> None:
+    timestamps = np.asarray(result.timestamps, dtype=np.float64)
+    ends = _example_ends(timestamps, result.duration_seconds)
+    if output_format == "npz":
+        outputs.write_npz(path, embedding=result.embedding, postprocessed=postprocessed, timestamps=timestamps,
+                          metadata=metadata)
+    elif output_format == "tfrecord":
+        outputs.write_tfrecord(path, video_id=item.relative, postprocessed=postprocessed,
+                               start_time_seconds=float(timestamps[0]), end_time_seconds=float(ends[-1]))
+    else:
+        # Parquet strings must be valid UTF-8: undecodable name bytes are shown as \x.. escapes.
+        name = item.relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        outputs.write_parquet(path, file=name, embedding=result.embedding, start_seconds=timestamps, end_seconds=ends,
+                              postprocessed=postprocessed, metadata=metadata)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# --- The run --------------------------------------------------------------------------------------
+_EMBEDDER_OPTION_DEFAULTS = {
+    "model": None, "device": None, "memory_fraction": None, "batch_size": "auto", "resampler": None,
+    "frontend_precision": None, "short_clips": None, "hop_seconds": None, "workers": None,
+}
+
+
+def embed_corpus(
+    inputs: Iterable[PathLike],
+    *,
+    out_dir: PathLike,
+    list_files: Sequence[PathLike] = (),
+    output_format: str = "npz",
+    postprocess: bool = True,
+    overwrite: bool = False,
+    progress: "Progress | None" = None,
+    embedder: "Embedder | None" = None,
+    model: PathLike | None = None,
+    device: str | None = None,
+    memory_fraction: float | None = None,
+    batch_size: int | str = "auto",
+    resampler: str | None = None,
+    frontend_precision: str | None = None,
+    short_clips: str | None = None,
+    hop_seconds: float | None = None,
+    workers: int | None = None,
+) -> RunSummary:
+    """Embed every input into ``out_dir`` (see the module doc); returns the run's summary.
+
+    The embedder options (``model`` ... ``workers``) build an :class:`~vggish_tf2.embedder.Embedder`
+    (defaults: the packaged model, best device, soxr_hq, hop 0.96 s, short clips dropped);
+    alternatively pass a ready ``embedder`` and none of them. ``postprocess`` adds AudioSet's
+    PCA + uint8 rows when the model has PCA; the ``tfrecord`` format needs them.
+    """
+    started = time.perf_counter()
+    outputs.check_output_format(output_format)
+    if not isinstance(postprocess, bool):
+        raise InvalidArgumentError(f"postprocess={postprocess!r} must be True or False")
+    if output_format == "tfrecord" and not postprocess:
+        raise InvalidArgumentError("format 'tfrecord' stores AudioSet's post-processed uint8 embeddings: "
+                                   "it cannot be combined with --no-postprocess (use npz or parquet)")
+    options = {"model": model, "device": device, "memory_fraction": memory_fraction, "batch_size": batch_size,
+               "resampler": resampler, "frontend_precision": frontend_precision, "short_clips": short_clips,
+               "hop_seconds": hop_seconds, "workers": workers}
+    if embedder is not None:
+        given = sorted(k for k, v in options.items() if v != _EMBEDDER_OPTION_DEFAULTS[k])
+        if given:
+            raise InvalidArgumentError(f"pass either embedder= or embedder options, not both (got {', '.join(given)})")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    items = expand_inputs(inputs, list_files=list_files, exclude=out_dir)
+    if embedder is None and not overwrite:
+        # Refuse a settings change before the model loads, on what is already known.
+        known = {"format": output_format, "postprocess": postprocess, "resampler": resampler,
+                 "short_clips": short_clips, "frontend_precision": frontend_precision,
+                 "hop_samples": params.example_hop_samples(float(hop_seconds)) if hop_seconds is not None else None}
+        _check_run_config(out_dir, {k: v for k, v in known.items() if v is not None}, overwrite=False, record=False)
+
+    if embedder is None:
+        from vggish_tf2.embedder import Embedder
+
+        kwargs = {k: v for k, v in options.items() if v is not None and k != "model"}
+        if "hop_seconds" in kwargs:
+            kwargs["hop_seconds"] = float(kwargs["hop_seconds"])
+        embedder = Embedder(model, **kwargs)
+    use_postprocess = postprocess and embedder.has_pca
+    if output_format == "tfrecord" and not embedder.has_pca:
+        raise InvalidArgumentError(f"{embedder.model_path}: has no PCA parameters, so it cannot write AudioSet "
+                                   "TFRecords (re-convert with the PCA file, or use npz or parquet)")
+    if postprocess and not embedder.has_pca:
+        logger.warning("%s has no PCA parameters: outputs hold the raw embeddings only", embedder.model_path)
+    if embedder.synthetic_weights:  # the Embedder warned when it loaded the model; the outputs say it too
+        logger.info("SYNTHETIC WEIGHTS: %s; every output's metadata records it", embedder.model_path)
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot create the output directory ({e.strerror or e})") from e
+    for stale in outputs.remove_stale_temporaries(out_dir):
+        logger.info("removed %s, left by an interrupted run", stale)
+    fingerprint = model_fingerprint(embedder.model_path)
+    # postprocess as asked: whether PCA rows exist follows from the model, which model_hash names.
+    config = _run_config(embedder, output_format=output_format, postprocess=postprocess, fingerprint=fingerprint)
+    _check_run_config(out_dir, config, overwrite=overwrite)
+
+    base_metadata: dict[str, Any] = {
+        "model": {"path": str(Path(embedder.model_path).absolute()) if Path(embedder.model_path).exists()
+                  else str(embedder.model_path), "hash": fingerprint},
+        "synthetic_weights": embedder.synthetic_weights,
+        "has_postprocessed": use_postprocess,
+        "resampler": embedder.resampler,
+        "frontend_precision": embedder.frontend_precision,
+        "hop_seconds": embedder.hop_samples / params.SAMPLE_RATE,
+        "hop_samples": int(embedder.hop_samples),
+        "short_clips": embedder.short_clips,
+        "sample_rate_hz": params.SAMPLE_RATE,
+        "example_window_samples": params.EXAMPLE_WINDOW_SAMPLES,
+        "versions": _versions(),
+    }
+    if embedder.synthetic_weights:
+        base_metadata["warning"] = "SYNTHETIC WEIGHTS: these are not VGGish embeddings"
+
+    summary = RunSummary(out_dir=out_dir, output_format=output_format, files=len(items),
+                         synthetic_weights=embedder.synthetic_weights, device=embedder.device,
+                         batch_size=embedder.batch_size)
+    suffix = OUTPUT_SUFFIXES[output_format]
+    previous = {} if overwrite else Manifest.load(out_dir)
+    manifest = Manifest(out_dir)
+    todo: list[tuple[InputFile, Path, str, tuple[int, int] | None]] = []
+
+    def record(item: InputFile, status: str, *, signature, **fields) -> None:
+        size, mtime = signature if signature is not None else (None, None)
+        manifest.append({"input": item.relative, "status": status, "format": output_format,
+                         "input_size": size, "input_mtime_ns": mtime, **fields})
+        if status == "failed":
+            summary.failed += 1
+            error = _one_line(fields.get("error"))
+            logger.warning("failed: %s", error)
+            # The manifest keeps the whole message; the summary drops the path it starts with.
+            summary.failures.append((item.relative, error.removeprefix(f"{item.path}: ")))
+        elif status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.ok += 1
+        if progress is not None:
+            progress.advance(status=status, audio_seconds=fields.get("duration_seconds") or 0.0,
+                             examples=fields.get("examples") or 0)
+
+    try:
+        for item in items:
+            signature = _input_signature(item.path)
+            try:
+                output = outputs.safe_output_path(out_dir, item.relative, suffix)
+            except VGGishError as e:
+                output = None
+                error = e
+            relative_output = output.relative_to(out_dir.resolve()).as_posix() if output is not None else None
+            if output is not None and _already_done(previous.get(item.relative), out_dir=out_dir,
+                                                     output_relative=relative_output, signature=signature):
+                summary.already_done += 1
+                continue
+            if output is None:
+                todo.append((item, None, str(error), signature))
+            else:
+                todo.append((item, output, relative_output, signature))
+        if summary.already_done:
+            logger.info("%d of %d inputs already done in %s", summary.already_done, len(items), out_dir)
+        if progress is not None:
+            progress.start(total_files=len(items), already_done=summary.already_done)
+
+        # Inputs whose output path is refused fail here; the rest go to the embedder.
+        runnable = []
+        for item, output, relative_or_error, signature in todo:
+            if output is None:
+                record(item, "failed", signature=signature, error=relative_or_error)
+            else:
+                runnable.append((item, output, relative_or_error, signature))
+
+        processing_started = time.perf_counter()
+        results = embedder.embed_files([item.path for item, *_ in runnable])
+        try:
+            for (item, output, relative_output, signature), result in zip(runnable, results):
+                _handle_result(item, output, relative_output, signature, result, record=record,
+                               embedder=embedder, output_format=output_format, use_postprocess=use_postprocess,
+                               base_metadata=base_metadata, summary=summary)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            logger.warning("interrupted: %d outputs written; rerun the same command to resume", summary.ok)
+        finally:
+            results.close()  # stops the decoding threads
+            summary.processing_seconds = time.perf_counter() - processing_started
+    finally:
+        manifest.close()
+        if progress is not None:
+            progress.close()
+        summary.wall_seconds = time.perf_counter() - started
+    if summary.interrupted:
+        raise RunInterrupted(summary)
+    logger.info("%s", summary.format())
+    return summary
+
+
+def _handle_result(item, output, relative_output, signature, result, *, record, embedder, output_format,
+                   use_postprocess, base_metadata, summary) -> None:
+    """Write one file's output, then its manifest line. Any error but the manifest's is the file's."""
+    if result.error is not None:
+        record(item, "failed", signature=signature, error=str(result.error) or type(result.error).__name__)
+        return
+    examples = len(result.embedding)
+    duration = float(result.duration_seconds)
+    summary.audio_seconds += duration
+    if examples == 0:
+        reason = (f"{duration:.3f} s is shorter than one example ({params.EXAMPLE_WINDOW_SAMPLES / params.SAMPLE_RATE} s)"
+                  f" and short clips are dropped (--short-clips pad or repeat embeds it)")
+        record(item, "skipped", signature=signature, examples=0, duration_seconds=duration, reason=reason)
+        return
+    try:
+        postprocessed = embedder.postprocess(result.embedding) if use_postprocess else None
+        metadata = {**base_metadata, "input": item.relative, "duration_seconds": duration, "examples": examples}
+        _write(output_format, output, item=item, result=result, postprocessed=postprocessed, metadata=metadata)
+    except Exception as e:  # noqa: BLE001 - one file's failure is recorded; the run goes on
+        logger.debug("%s: writing failed", item.relative, exc_info=True)
+        message = str(e) if isinstance(e, VGGishError) else f"{output}: {type(e).__name__}: {e}"
+        record(item, "failed", signature=signature, examples=examples, duration_seconds=duration, error=message)
+        return
+    summary.examples += examples
+    record(item, "ok", signature=signature, examples=examples, duration_seconds=duration, output=relative_output)
+
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "InputFile",
+    "RunInterrupted",
+    "RunSummary",
+    "embed_corpus",
+    "expand_inputs",
+    "model_fingerprint",
+    "read_list_file",
+]
