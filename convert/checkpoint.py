@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ def read_pca_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such PCA parameters file")
+    if not zipfile.is_zipfile(path):
+        # np.load treats anything that is not .npy/.npz as a pickle: say what the file really is not.
+        raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
