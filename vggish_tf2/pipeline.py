@@ -187,7 +187,7 @@ def _walk_audio(directory: str, *, exclude: str | None) -> list[str]:
         for name in sorted(files):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
                 found.append(os.path.join(current, name))
-    return found
+    return sorted(found, key=lambda path: Path(path).parts)  # a sorted tree listing, like `find | sort`
 
 
 def read_list_file(list_file: PathLike) -> list[str]:
