@@ -3,7 +3,7 @@ argument and environment validation; counters; the package's import surface.
 
 Tolerance: the Embedder pads its steps to 8 (or more, a power of two) rows; the export's waveform
 signatures run 64-row chunks and `embed_windows` runs whatever it is given. oneDNN's float32 GEMMs
-round differently for some batch shapes. Measured on this box (AVX2), same 16 windows of noise:
+round differently for some batch shapes. Measured on this box (AMD EPYC, oneDNN), same 16 windows of noise:
 1-row, 3-row and 5-row steps differ from 16-row steps by up to 2.5e-6 of the output's scale
 (max |embedding| ~3-4); even sizes (2, 4, 8, 12, 16, 64) give identical bits. So every comparison
 below with the waveform signature is exact in practice, and the 1-row `embed_windows` comparisons
