@@ -334,6 +334,7 @@ class Embedder:
                 state = outcome.pop(index)
                 duration = state["samples"] / params.SAMPLE_RATE
                 with self._stats_lock:
+                    self.stats.device = self.device
                     self.stats.files += 1
                     self.stats.wall_seconds = time.perf_counter() - started
                     if state["error"] is not None:
@@ -350,6 +351,7 @@ class Embedder:
 
     def log_stats(self) -> None:
         s = self.stats
+        s.device = self.device  # the runner may have fallen back to the CPU since
         rate = s.examples / s.device_seconds if s.device_seconds else 0.0
         logger.info(
             "%d files (%d failed), %d examples, %.1f audio s on %s (batch %d): device %.1f s (%.1f ex/s), decode %.1f s",

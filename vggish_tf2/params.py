@@ -74,8 +74,12 @@ def example_hop_samples(hop_seconds: float = EXAMPLE_HOP_SECONDS) -> int:
     """
     from vggish_tf2.errors import InvalidArgumentError  # local: params has no other imports
 
-    if not hop_seconds > 0:
-        raise InvalidArgumentError(f"hop_seconds={hop_seconds!r} must be > 0")
+    import math
+
+    if isinstance(hop_seconds, bool) or not isinstance(hop_seconds, (int, float)):
+        raise InvalidArgumentError(f"hop_seconds={hop_seconds!r} must be a number of seconds")
+    if not (math.isfinite(hop_seconds) and hop_seconds > 0):
+        raise InvalidArgumentError(f"hop_seconds={hop_seconds!r} must be finite and > 0")
     frames = hop_seconds / STFT_HOP_LENGTH_SECONDS
     if abs(frames - round(frames)) > 1e-6:
         raise InvalidArgumentError(
