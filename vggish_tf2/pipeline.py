@@ -564,9 +564,12 @@ def embed_corpus(
         if progress is not None:
             progress.close()
         summary.wall_seconds = time.perf_counter() - started
+    embedder.log_stats()
     if summary.interrupted:
         raise RunInterrupted(summary)
-    logger.info("%s", summary.format())
+    logger.info("run done: %d ok, %d failed, %d skipped, %d already done; %.1f audio s/s, %.1f examples/s",
+                summary.ok, summary.failed, summary.skipped, summary.already_done,
+                summary.audio_seconds_per_second, summary.examples_per_second)
     return summary
 
 
