@@ -408,3 +408,9 @@ def test_format_seconds():
     from vggish_tf2.progress import format_seconds
 
     assert [format_seconds(s) for s in (0, 42.4, 185, 7620, float("nan"))] == ["0s", "42s", "3m05s", "2h07m", "?"]
+
+
+@pytest.mark.parametrize("bad, message", [("0.96", "must be a number of seconds"), (0.015, "must be a multiple of 0.01")])
+def test_bad_hop_refused_before_the_model_loads(corpus, tmp_path, bad, message):
+    with pytest.raises(InvalidArgumentError, match=f"hop_seconds={bad!r} {message}"):
+        embed_corpus([corpus], out_dir=tmp_path / "out", model=tmp_path / "no-such-model", hop_seconds=bad)

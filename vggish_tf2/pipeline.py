@@ -443,15 +443,13 @@ def embed_corpus(
         # Refuse a settings change before the model loads, on what is already known.
         known = {"format": output_format, "postprocess": postprocess, "resampler": resampler,
                  "short_clips": short_clips, "frontend_precision": frontend_precision,
-                 "hop_samples": params.example_hop_samples(float(hop_seconds)) if hop_seconds is not None else None}
+                 "hop_samples": params.example_hop_samples(hop_seconds) if hop_seconds is not None else None}
         _check_run_config(out_dir, {k: v for k, v in known.items() if v is not None}, overwrite=False, record=False)
 
     if embedder is None:
         from vggish_tf2.embedder import Embedder
 
         kwargs = {k: v for k, v in options.items() if v is not None and k != "model"}
-        if "hop_seconds" in kwargs:
-            kwargs["hop_seconds"] = float(kwargs["hop_seconds"])
         embedder = Embedder(model, **kwargs)
     use_postprocess = postprocess and embedder.has_pca
     if output_format == "tfrecord" and not embedder.has_pca:
