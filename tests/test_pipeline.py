@@ -5,13 +5,12 @@ One Embedder (synthetic export, CPU, batch 16) is shared by the module; clips ar
 """
 import json
 import os
-import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from vggish_tf2 import audio, embedder as embedder_module, outputs, params, pipeline
+from vggish_tf2 import audio, embedder as embedder_module, outputs, pipeline
 from vggish_tf2.errors import InvalidArgumentError, OutputError
 from vggish_tf2.pipeline import RunInterrupted, embed_corpus, expand_inputs
 

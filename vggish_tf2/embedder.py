@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from vggish_tf2 import audio, config, devices, params, windows
+from vggish_tf2 import audio, config, params, windows
 from vggish_tf2.errors import InvalidArgumentError, InvalidAudioError, ModelError, VGGishError
 
 logger = logging.getLogger(__name__)

@@ -77,7 +77,7 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_output(path: PathLike) -> Iterator[Path]:
+def atomic_output(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it to ``path``."""
     final = Path(path)
     try:
@@ -174,7 +174,7 @@ def write_npz(
         arrays["postprocessed"] = _postprocessed(postprocessed, num_examples)
     arrays["timestamps"] = _vector(timestamps, num_examples, "timestamps")
     arrays["metadata"] = np.array(_metadata_json(metadata))
-    with _atomic_output(path) as temp:
+    with atomic_output(path) as temp:
         with open(temp, "xb") as f, zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED) as archive:
             for name, array in arrays.items():
                 # np.savez stamps each member with the current time; a fixed time keeps reruns byte-identical.
@@ -233,7 +233,7 @@ def write_tfrecord(
         feature_list.feature.add().bytes_list.value.append(row.tobytes())
     # deterministic: context is a protobuf map, whose order is otherwise unspecified.
     record = sequence.SerializeToString(deterministic=True)
-    with _atomic_output(path) as temp:
+    with atomic_output(path) as temp:
         with tf.io.TFRecordWriter(os.fspath(temp)) as writer:
             writer.write(record)
 
@@ -269,7 +269,7 @@ def write_parquet(
         rows = _postprocessed(postprocessed, num_examples)
         columns["postprocessed"] = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), size)
     table = pa.table(columns).replace_schema_metadata({PARQUET_METADATA_KEY: _metadata_json(metadata).encode()})
-    with _atomic_output(path) as temp:
+    with atomic_output(path) as temp:
         with open(temp, "xb") as f:
             pq.write_table(table, f)
 

@@ -22,8 +22,6 @@ current file (what is done is complete and in the manifest) and is re-raised as
 """
 from __future__ import annotations
 
-import dataclasses
-import glob
 import hashlib
 import json
 import logging
@@ -37,8 +35,9 @@ import numpy as np
 
 from vggish_tf2 import outputs, params
 from vggish_tf2.errors import InvalidArgumentError, OutputError, VGGishError
+from vggish_tf2.inputs import AUDIO_EXTENSIONS, InputFile, expand_inputs, read_list_file  # noqa: F401 (re-exported)
 from vggish_tf2.outputs import Manifest
-from vggish_tf2.progress import format_seconds
+from vggish_tf2.summary import RunSummary
 
 if TYPE_CHECKING:
     from vggish_tf2.embedder import Embedder, FileResult
@@ -48,20 +47,12 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-# Walked directories yield files with these extensions (any case); files named explicitly are
-# always taken. soundfile reads the first group, PyAV (FFmpeg) the containers after it.
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au",
-    ".snd", ".caf", ".w64", ".rf64",
-    ".m4a", ".m4b", ".aac", ".mp4", ".3gp", ".webm", ".mka", ".wma", ".ac3", ".amr",
-})
 OUTPUT_SUFFIXES = {"npz": ".npz", "tfrecord": ".tfrecord", "parquet": ".parquet"}
 RUN_CONFIG_NAME = "run_config.json"
 RUN_CONFIG_VERSION = 1
 # The settings that decide an output's bytes; a run into a directory made with others is refused.
 RUN_CONFIG_KEYS = ("model_hash", "format", "postprocess", "hop_samples", "resampler", "frontend_precision", "short_clips")
 EXAMPLE_SECONDS = params.EXAMPLE_WINDOW_SECONDS  # nominal span of one example (96 frames of 10 ms)
-_GLOB_CHARS = frozenset("*?[")
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -70,187 +61,6 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, summary: "RunSummary"):
         super().__init__("interrupted")
         self.summary = summary
-
-
-@dataclasses.dataclass(frozen=True)
-class InputFile:
-    """One input: its path as found, and its path relative to the inputs' common root (POSIX)."""
-
-    path: Path
-    relative: str
-
-
-@dataclasses.dataclass
-class RunSummary:
-    """What a run did. ``files`` = ok + skipped + failed + already_done."""
-
-    out_dir: Path
-    output_format: str
-    files: int = 0
-    ok: int = 0
-    skipped: int = 0  # too short to give an example under short_clips="drop"
-    failed: int = 0
-    already_done: int = 0  # ok or skipped in an earlier run, not redone
-    audio_seconds: float = 0.0  # of the inputs processed in this run
-    examples: int = 0
-    processing_seconds: float = 0.0  # from the first file to the last (model load excluded)
-    wall_seconds: float = 0.0  # the whole call
-    interrupted: bool = False
-    synthetic_weights: bool = False
-    device: str = ""
-    batch_size: int = 0
-    failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (input, one-line error)
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.out_dir / outputs.MANIFEST_NAME
-
-    @property
-    def audio_hours(self) -> float:
-        return self.audio_seconds / 3600.0
-
-    @property
-    def audio_seconds_per_second(self) -> float:
-        return self.audio_seconds / self.processing_seconds if self.processing_seconds > 0 else 0.0
-
-    @property
-    def examples_per_second(self) -> float:
-        return self.examples / self.processing_seconds if self.processing_seconds > 0 else 0.0
-
-    @property
-    def exit_status(self) -> int:
-        """0 when every input is ok, skipped or already done; 1 when any failed (130 if interrupted)."""
-        if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
-
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["out_dir"] = str(self.out_dir)
-        d.update(audio_hours=self.audio_hours, audio_seconds_per_second=self.audio_seconds_per_second,
-                 examples_per_second=self.examples_per_second)
-        return d
-
-    def format(self, *, max_failures: int = 10) -> str:
-        """The closing summary, a few lines of text."""
-        lines = []
-        if self.synthetic_weights:
-            lines.append("WARNING: SYNTHETIC WEIGHTS: this model's outputs are not VGGish embeddings")
-        if self.interrupted:
-            lines.append("INTERRUPTED: rerun the same command to resume")
-        lines.append(
-            f"files      {self.files} total: {self.ok} ok, {self.failed} failed, {self.skipped} skipped (too short), "
-            f"{self.already_done} already done"
-        )
-        lines.append(f"audio      {self.audio_hours:.3f} h ({self.audio_seconds:.1f} s), {self.examples} examples")
-        lines.append(
-            f"throughput {self.audio_seconds_per_second:.1f} audio s/s, {self.examples_per_second:.1f} examples/s"
-            f" on {self.device or '?'} (batch {self.batch_size})"
-        )
-        lines.append(f"time       {format_seconds(self.wall_seconds)} wall ({self.wall_seconds:.1f} s; "
-                     f"{self.processing_seconds:.1f} s embedding)")
-        lines.append(f"output     {self.out_dir} ({self.output_format}); manifest {self.manifest_path.name}")
-        for name, error in self.failures[:max_failures]:
-            lines.append(f"failed     {name}: {error}")
-        if len(self.failures) > max_failures:
-            lines.append(f"failed     ... and {len(self.failures) - max_failures} more (see the manifest)")
-        return "\n".join(lines)
-
-
-# --- Inputs ---------------------------------------------------------------------------------------
-def _has_glob(text: str) -> bool:
-    return any(ch in _GLOB_CHARS for ch in text)
-
-
-def _glob_root(pattern: str) -> str:
-    """The leading directories of a glob pattern that hold no wildcard: where its tree starts."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts[:-1]:
-        if _has_glob(part):
-            break
-        fixed.append(part)
-    return os.path.abspath(os.path.join(*fixed)) if fixed else os.getcwd()
-
-
-def _walk_audio(directory: str, *, exclude: str | None) -> list[str]:
-    found = []
-
-    def on_error(e: OSError) -> None:
-        logger.warning("cannot list %s (%s)", e.filename, e.strerror or e)
-
-    for current, dirs, files in os.walk(directory, onerror=on_error):
-        # Sorted for a stable order; hidden entries (.git, macOS "._x.wav" resource forks) skipped;
-        # the output directory is never walked, should it lie inside an input directory.
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and (exclude is None or os.path.abspath(os.path.join(current, d)) != exclude))
-        for name in sorted(files):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                found.append(os.path.join(current, name))
-    return sorted(found, key=lambda path: Path(path).parts)  # a sorted tree listing, like `find | sort`
-
-
-def read_list_file(list_file: PathLike) -> list[str]:
-    """Paths in a list file: one a line, blank lines and lines starting with ``#`` ignored."""
-    try:
-        text = Path(list_file).read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as e:
-        raise InvalidArgumentError(f"{os.fspath(list_file)}: cannot read the list file ({e.strerror or e})") from e
-    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def expand_inputs(
-    inputs: Iterable[PathLike],
-    *,
-    list_files: Sequence[PathLike] = (),
-    exclude: PathLike | None = None,
-) -> list[InputFile]:
-    """Files to embed, in order, without duplicates, each with its path relative to the common root.
-
-    A directory is walked recursively for :data:`AUDIO_EXTENSIONS`; a path that does not exist
-    but holds ``*``, ``?`` or ``[`` is a glob (``**`` recursive); anything else is taken as a
-    file, existing or not (a missing one fails in the run, with its reason in the manifest).
-    Entries of list files are taken as files, literally. ``exclude`` (the output directory) is
-    never walked.
-    """
-    excluded = os.path.abspath(exclude) if exclude is not None else None
-    found: list[tuple[str, str]] = []  # (absolute path, root its tree is relative to)
-    for raw in inputs:
-        text = os.fspath(raw)
-        if isinstance(text, bytes):
-            text = os.fsdecode(text)
-        if not text:
-            raise InvalidArgumentError("an input path is empty")
-        absolute = os.path.abspath(text)
-        if os.path.isdir(absolute):
-            found.extend((path, absolute) for path in _walk_audio(absolute, exclude=excluded))
-        elif not os.path.lexists(absolute) and _has_glob(text):
-            root = _glob_root(text)
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                logger.warning("%s: the pattern matches nothing", text)
-            for match in matches:
-                match = os.path.abspath(match)
-                if os.path.isdir(match):
-                    found.extend((path, root) for path in _walk_audio(match, exclude=excluded))
-                else:
-                    found.append((match, root))
-        else:
-            found.append((absolute, os.path.dirname(absolute)))
-    for list_file in list_files:
-        for line in read_list_file(list_file):
-            absolute = os.path.abspath(line)
-            found.append((absolute, os.path.dirname(absolute)))
-
-    unique: dict[str, str] = {}
-    for path, root in found:
-        unique.setdefault(path, root)
-    if not unique:
-        names = [os.fspath(i) for i in inputs] + [os.fspath(f) for f in list_files]
-        raise InvalidArgumentError(f"no audio files found in {', '.join(map(str, names)) or 'the inputs'} "
-                                   f"(directories are searched for: {' '.join(sorted(AUDIO_EXTENSIONS))})")
-    common = os.path.commonpath(list(unique.values()))
-    return [InputFile(Path(path), Path(os.path.relpath(path, common)).as_posix()) for path in unique]
 
 
 # --- Model fingerprint and run configuration -------------------------------------------------------
@@ -324,7 +134,7 @@ def _check_run_config(out_dir: Path, config: dict, *, overwrite: bool, record: b
             )
     if existing is None and record:
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-        with outputs._atomic_output(path) as temp:  # noqa: SLF001 - the writers' atomic rename
+        with outputs.atomic_output(path) as temp:
             temp.write_text(text)
 
 
