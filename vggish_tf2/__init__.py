@@ -6,8 +6,6 @@
 Importing the package does not import TensorFlow (~7 s): that happens when an Embedder is made,
 after the devices are configured.
 """
-from vggish_tf2.devices import DeviceInfo, DeviceType, detect_available_devices, log_device_info, select_device
-from vggish_tf2.embedder import Embedder, FileResult
 from vggish_tf2.errors import (
     AudioDecodeError,
     CheckpointError,
@@ -21,7 +19,30 @@ from vggish_tf2.errors import (
     OutputError,
     VGGishError,
 )
-from vggish_tf2.legacy import embed_wav_file, load_vggish_model
+
+# Resolved on first use (PEP 562), so that `python -m vggish_tf2.devices` does not find its own
+# module already imported by the package, and `import vggish_tf2` stays cheap.
+_LAZY = {
+    "DeviceInfo": "vggish_tf2.devices",
+    "DeviceType": "vggish_tf2.devices",
+    "detect_available_devices": "vggish_tf2.devices",
+    "log_device_info": "vggish_tf2.devices",
+    "select_device": "vggish_tf2.devices",
+    "Embedder": "vggish_tf2.embedder",
+    "FileResult": "vggish_tf2.embedder",
+    "embed_wav_file": "vggish_tf2.legacy",
+    "load_vggish_model": "vggish_tf2.legacy",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vggish_tf2' has no attribute {name!r}")
 
 
 def _version() -> str:
