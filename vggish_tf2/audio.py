@@ -303,7 +303,9 @@ class _PyAVSource:
 def _open_source(path: PathLike):
     head = _check_file(path)
     try:
-        source = _SoundfileSource(path, sf.SoundFile(path))
+        # Bytes, not str: soundfile encodes a str name strictly as UTF-8, which fails on names
+        # that are not valid UTF-8 (surrogate escapes); the bytes are the name as on disk.
+        source = _SoundfileSource(path, sf.SoundFile(os.fsencode(path)))
     except (sf.LibsndfileError, RuntimeError) as e:
         soundfile_error = _soundfile_reason(e)
         logger.debug("%s: soundfile cannot open it (%s); trying PyAV", path, soundfile_error)
