@@ -353,8 +353,10 @@ class Manifest:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _refuse_link(self.path)
             _cut_torn_tail(self.path)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # O_NOFOLLOW: a link planted after the check still cannot redirect the appends.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
         return self._fd
 
     def close(self) -> None:
@@ -376,6 +378,7 @@ class Manifest:
     def load(out_dir: PathLike) -> dict[str, dict]:
         """The last record of each input in ``<out_dir>/manifest.jsonl`` (empty when there is none)."""
         path = Path(out_dir) / MANIFEST_NAME
+        _refuse_link(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -398,6 +401,14 @@ class Manifest:
                 continue
             records[record["input"]] = record
         return records
+
+
+def _refuse_link(path: Path) -> None:
+    """A manifest that is a symbolic link would be read, truncated and appended to wherever it
+    points, outside the output directory: refuse it."""
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link (to {os.readlink(path)}); refusing to follow it out of "
+                          "the output directory (remove the link)")
 
 
 def _cut_torn_tail(path: Path) -> None:
