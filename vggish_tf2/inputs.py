@@ -92,6 +92,9 @@ def expand_inputs(
     Entries of list files are taken as files, literally. ``exclude`` (the output directory) is
     never walked.
     """
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        # Iterating a path yields its characters: "." and "/" would walk whole trees.
+        raise InvalidArgumentError(f"inputs={inputs!r} must be a list of paths (one path goes in a list: [{inputs!r}])")
     excluded = os.path.abspath(exclude) if exclude is not None else None
     found: list[tuple[str, str]] = []  # (absolute path, root its tree is relative to)
     for raw in inputs:
