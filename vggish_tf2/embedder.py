@@ -214,6 +214,7 @@ class Embedder:
     # --- waveforms -----------------------------------------------------------------------------
     def embed(self, waveform: np.ndarray, *, sample_rate: int) -> np.ndarray:
         """Embeddings float32 [N, 128] of a mono [samples] or multichannel [samples, channels] waveform."""
+        audio._check_rate("sample_rate", sample_rate)  # named as the caller wrote it, not orig_sr
         waveform = np.asarray(waveform)
         if waveform.ndim not in (1, 2):
             raise InvalidAudioError(f"waveform.shape={waveform.shape} must be [samples] or [samples, channels]")
