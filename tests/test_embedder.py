@@ -242,7 +242,7 @@ def test_half_hop_gives_twice_the_examples_interleaving_the_default_ones(embedde
     ({"batch_size": 0}, r"batch_size=0 must be a positive integer or 'auto'"),
     ({"batch_size": True}, r"batch_size=True must be a positive integer"),
     ({"hop_seconds": 0.005}, r"hop_seconds=0.005 must be a multiple of 0.01 s"),
-    ({"hop_seconds": 0}, r"hop_seconds=0 must be > 0"),
+    ({"hop_seconds": 0}, r"hop_seconds=0 must be finite and > 0"),
     ({"short_clips": "trim"}, r"short_clips='trim' must be one of drop, pad, repeat"),
     ({"compute_dtype": "float64"}, r"compute_dtype='float64' must be float32, float16 or bfloat16"),
     ({"workers": 0}, r"workers=0 must be a positive integer"),
