@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # TF's savers log every renamed graph input at INFO through absl: noise for a user.
     logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # incl. the V1-format deprecation banner
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     synthetic_dir = None
     try:
