@@ -32,18 +32,6 @@ SHORT_CLIPS = ("drop", "pad", "repeat")
 logger = logging.getLogger("vggish_tf2.cli")
 
 
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer or 'auto'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -52,6 +40,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
     return value
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text == "auto" else _positive_int(text)
 
 
 def _positive_float(text: str) -> float:
