@@ -166,13 +166,6 @@ def numpy_gemm_gflops(n: int, repeats: int = 7) -> float:
     return 2.0 * n**3 / float(np.median(times)) / 1e9
 
 
-@pytest.fixture(scope="session")
-def gemm_gflops() -> float:
-    """numpy float32 GEMM GFLOP/s, measured once at first use in this session: the model stage's
-    ceiling for the `% of GEMM` figures (compare within one run only: the box is shared)."""
-    return numpy_gemm_gflops(SETTINGS.gemm_n)
-
-
 # --- Generated audio -------------------------------------------------------------------------------
 def synthetic_audio(seconds: float, rate_hz: int, channels: int, *, seed: int) -> np.ndarray:
     """Float32 [n, channels] in [-1, 1): a few tones plus noise, different per seed."""
