@@ -704,7 +704,7 @@ def plan_with(device_type, *, limit=None, total=None):
 @pytest.mark.parametrize(
     ("plan", "expected"),
     [
-        (plan_with(DeviceType.CPU), 256),
+        (plan_with(DeviceType.CPU), 64),
         (plan_with(DeviceType.GPU, limit=int(0.8 * 24 * GIB)), 1024),  # (19.2 GiB - 292 MB) / 2 / 6 MiB = 1615: capped
         (plan_with(DeviceType.GPU, limit=int(0.8 * 12 * GIB)), 512),  # RTX 3060 at 0.8: 796
         (plan_with(DeviceType.GPU, limit=int(0.8 * 4 * GIB)), 128),  # 249
