@@ -81,6 +81,7 @@ class DeviceRunner:
             return tf.function(step, jit_compile=self._jit_compile)
 
         replica_fns = [replica_step(w) for w in replicas]
+        self.replica_functions = tuple(replica_fns)  # one tf.function per device (XLA-compiled with jit_compile)
 
         @tf.function
         def step(windows):  # [R*b, 15600] -> [R*b, 128]
