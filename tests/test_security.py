@@ -219,6 +219,20 @@ def test_planted_manifest_link_is_refused_and_its_target_untouched(exported_mode
     assert victim.read_text() == "precious, without a final newline"
 
 
+def test_planted_manifest_link_with_overwrite_stops_before_any_output(exported_model, tmp_path, capsys):
+    corpus_kinds._audio(seed=6)(tmp_path / "a.wav")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / outputs.MANIFEST_NAME)
+    code = cli.main(["embed", str(tmp_path / "a.wav"), "--out", str(out), "--model", str(exported_model),
+                     "--overwrite", *CLI_BASE])
+    assert code == 1 and "is a symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious"
+    assert not (out / "a.wav.npz").exists()  # refused before anything was embedded or written
+
+
 def test_symlinked_out_directory_is_followed_once_and_contained(exported_model, tmp_path, capsys):
     """--out may itself be a link (to a bigger disk): the outputs land in its target, and nowhere else."""
     (tmp_path / "in" / "sub").mkdir(parents=True)

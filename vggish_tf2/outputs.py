@@ -350,6 +350,16 @@ class Manifest:
         except OSError as e:
             raise OutputError(f"{self.path}: cannot append to the manifest ({_reason(e)})") from e
 
+    def open(self) -> None:
+        """Open (and check) the manifest now, before any output is written: a planted link or an
+        unwritable manifest then stops the run before it has done anything."""
+        try:
+            self._open()
+        except OutputError:
+            raise
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot open the manifest ({_reason(e)})") from e
+
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

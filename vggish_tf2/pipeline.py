@@ -304,6 +304,7 @@ def embed_corpus(
     suffix = OUTPUT_SUFFIXES[output_format]
     previous = {} if overwrite else Manifest.load(out_dir)
     manifest = Manifest(out_dir)
+    manifest.open()
     todo: list[tuple[InputFile, Path, str, tuple[int, int] | None]] = []
 
     def record(item: InputFile, status: str, *, signature, **fields) -> None:
