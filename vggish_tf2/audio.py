@@ -30,7 +30,7 @@ import soundfile as sf
 import soxr
 
 from vggish_tf2 import params
-from vggish_tf2.errors import AudioDecodeError, InvalidArgumentError, InvalidAudioError
+from vggish_tf2.errors import AudioDecodeError, InvalidArgumentError, InvalidAudioError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +73,13 @@ class AudioInfo:
     subtype: str  # soundfile's subtype ("PCM_24", "FLOAT", ...) or FFmpeg's codec name
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _soundfile_reason(e: Exception) -> str:
     # LibsndfileError's str() repeats the path ("Error opening '<path>': ..."); keep the reason.
-    return _one_line(getattr(e, "error_string", None) or e)
+    return one_line(getattr(e, "error_string", None) or e)
 
 
 def _fail(path: PathLike, reason: str) -> AudioDecodeError:
-    return AudioDecodeError(f"{os.fspath(path)}: {_one_line(reason)}")
+    return AudioDecodeError(f"{os.fspath(path)}: {one_line(reason)}")
 
 
 # --- Checks before any decoder sees the file -------------------------------------------------
@@ -337,7 +333,7 @@ def _open_with_pyav(path: PathLike, head: bytes, soundfile_error: str, cause: Ex
     try:
         container = av.open(os.fspath(path), mode="r")
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise _fail(path, f"not a recognised audio file (soundfile: {soundfile_error}; FFmpeg: {_one_line(e)})") from e
+        raise _fail(path, f"not a recognised audio file (soundfile: {soundfile_error}; FFmpeg: {one_line(e)})") from e
     return _PyAVSource(path, container)
 
 

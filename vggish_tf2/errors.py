@@ -3,6 +3,12 @@ so callers can catch either ``VGGishError`` or the usual ``ValueError``/``OSErro
 from __future__ import annotations
 
 
+def one_line(text: object) -> str:
+    """`text` with every run of white space (newlines included) folded to one space: error
+    messages go on one line of a manifest or of stderr."""
+    return " ".join(str(text).split())
+
+
 class VGGishError(Exception):
     """Base class of every error raised on purpose by vggish_tf2."""
 

@@ -67,13 +67,6 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def count_examples(num_samples: int, *, hop_samples: int = params.EXAMPLE_HOP_SAMPLES) -> int:
-    """Examples the reference makes from `num_samples` 16 kHz samples (0 when shorter than 15,600)."""
-    if num_samples < params.EXAMPLE_WINDOW_SAMPLES:
-        return 0
-    return (num_samples - params.EXAMPLE_WINDOW_SAMPLES) // hop_samples + 1
-
-
 def log_mel_windows(windows, *, precision: str = "float64"):
     """Log-mel of example windows: [B, 15600] waveform -> [B, 96, 64] in `precision`."""
     import tensorflow as tf
@@ -90,7 +83,7 @@ def log_mel_windows(windows, *, precision: str = "float64"):
 
 
 def waveform_to_windows(waveform, *, hop_samples: int = params.EXAMPLE_HOP_SAMPLES):
-    """Cut a 1-D waveform into example windows [N, 15600]; N = count_examples(len(waveform))."""
+    """Cut a 1-D waveform into example windows [N, 15600]; N = vggish_tf2.windows.count_examples(len(waveform))."""
     import tensorflow as tf
 
     return tf.signal.frame(waveform, params.EXAMPLE_WINDOW_SAMPLES, hop_samples, axis=-1)  # [N, 15600]

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 
 from vggish_tf2 import params
-from vggish_tf2.errors import InvalidArgumentError, OutputError
+from vggish_tf2.errors import InvalidArgumentError, OutputError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,10 @@ _TEMP_NAME_MAX = 200  # keeps ".<name>.tmp-<pid>-<hex>" under the usual 255-byte
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member time: identical inputs give identical bytes
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
-    return _one_line(e) or type(e).__name__
+    return one_line(e) or type(e).__name__
 
 
 # --- Atomic writes ------------------------------------------------------------------------------
@@ -333,7 +329,7 @@ class Manifest:
             raise InvalidArgumentError(f"record['status']={record.get('status')!r} must be one of {', '.join(STATUSES)}")
         full = {"examples": None, "duration_seconds": None, "output": None, "error": None, **record}
         if full["error"] is not None:
-            full["error"] = _one_line(full["error"])
+            full["error"] = one_line(full["error"])
         if full["output"] is not None:
             full["output"] = os.fspath(full["output"])
         try:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 import numpy as np
 
 from vggish_tf2 import outputs, params
-from vggish_tf2.errors import InvalidArgumentError, OutputError, VGGishError
+from vggish_tf2.errors import InvalidArgumentError, OutputError, VGGishError, one_line
 from vggish_tf2.inputs import AUDIO_EXTENSIONS, InputFile, expand_inputs, read_list_file  # noqa: F401 (re-exported)
 from vggish_tf2.outputs import Manifest
 from vggish_tf2.summary import RunSummary
@@ -193,10 +193,6 @@ def _write(
                               postprocessed=postprocessed, metadata=metadata)
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 # --- The run --------------------------------------------------------------------------------------
 _EMBEDDER_OPTION_DEFAULTS = {
     "model": None, "device": None, "memory_fraction": None, "batch_size": "auto", "resampler": None,
@@ -313,7 +309,7 @@ def embed_corpus(
                          "input_size": size, "input_mtime_ns": mtime, **fields})
         if status == "failed":
             summary.failed += 1
-            error = _one_line(fields.get("error"))
+            error = one_line(fields.get("error"))
             logger.warning("failed: %s", error)
             # The manifest keeps the whole message; the summary drops the path it starts with.
             summary.failures.append((item.relative, error.removeprefix(f"{item.path}: ")))
