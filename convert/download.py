@@ -13,7 +13,6 @@ partial transfers, hence the small downloader here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import http.client
 import json
 import logging
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Mapping
 
 from vggish_tf2.errors import DownloadError
+from vggish_tf2.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +69,6 @@ def load_manifest(path: str | os.PathLike | None = None) -> list[Source]:
         if not source.urls:
             raise DownloadError(f"{path}: source {source.name!r} lists no URLs")
     return sources
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -16,7 +16,6 @@ hub.KerasLayer and keras.layers.TFSMLayer):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import tensorflow as tf
 
 from vggish_tf2 import frontend, params
 from vggish_tf2.errors import ModelError, ModelNotFoundError
+from vggish_tf2.hashing import sha256_file
 from vggish_tf2.network import VGGishNetwork, forward
 from vggish_tf2.postprocess import Postprocessor, postprocess
 
@@ -168,14 +168,6 @@ class VGGishExport(tf.Module):
         if self.postprocessor is not None:
             sigs["postprocess"] = self.postprocess
         return sigs
-
-
-def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_export(module: VGGishExport, export_dir: str | os.PathLike) -> Path:

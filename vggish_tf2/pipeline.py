@@ -35,6 +35,7 @@ import numpy as np
 
 from vggish_tf2 import outputs, params
 from vggish_tf2.errors import InvalidArgumentError, OutputError, VGGishError, one_line
+from vggish_tf2.hashing import sha256_file
 from vggish_tf2.inputs import AUDIO_EXTENSIONS, InputFile, expand_inputs, read_list_file  # noqa: F401 (re-exported)
 from vggish_tf2.outputs import Manifest
 from vggish_tf2.summary import RunSummary
@@ -80,11 +81,7 @@ def model_fingerprint(model_path: str) -> str:
             raise OutputError(f"{recorded}: cannot read the export's file hashes ({e})") from e
         canonical = json.dumps(hashes, sort_keys=True, separators=(",", ":")).encode()
         return "sha256-files:" + hashlib.sha256(canonical).hexdigest()
-    digest = hashlib.sha256()
-    with open(path / "saved_model.pb", "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + sha256_file(path / "saved_model.pb")
 
 
 def _versions() -> dict[str, str]:
