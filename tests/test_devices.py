@@ -172,9 +172,11 @@ def host(monkeypatch):
     return state
 
 
-def cuda_host(host, n_gpus=1, total_mib=12288, **fake_kwargs):
+def cuda_host(host, n_gpus=1, total_mib=12288, free_mib=None, **fake_kwargs):
+    """``free_mib``: one figure per GPU; by default each has all but 300 MiB (driver context) free."""
     host.fake = FakeTFConfig([RTX_3060] * n_gpus, **fake_kwargs)
-    host.smi_output = "".join(f"NVIDIA GeForce RTX 3060, {total_mib}\n" for _ in range(n_gpus))
+    frees = free_mib if free_mib is not None else [total_mib - 300] * n_gpus
+    host.smi_output = "".join(f"NVIDIA GeForce RTX 3060, {total_mib}, {free}\n" for free in frees)
     return host.fake
 
 
@@ -292,7 +294,9 @@ def test_cuda_detected_with_memory_from_nvidia_smi(host):
     assert info.name == "NVIDIA GeForce RTX 3060"
     assert info.memory_bytes == 12288 * MIB
     assert info.details["compute_capability"] == (8, 6)
-    assert host.smi_calls == [["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]]
+    assert info.free_memory_bytes == (12288 - 300) * MIB
+    # One query answers total and free memory (free memory picks the GPUs "auto" uses).
+    assert host.smi_calls == [["--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"]]
 
 
 def test_cuda_fraction_with_growth_sets_limit_and_force_growth_env(host):
@@ -340,6 +344,77 @@ def test_users_force_growth_env_wins_and_is_reported(host, monkeypatch):
     with pytest.warns(UserWarning, match=r"TF_FORCE_GPU_ALLOW_GROWTH=true in the environment .* allow_growth=False"):
         configure_devices("gpu", memory_fraction=0.5, allow_growth=False)
     assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"  # the user's setting is left alone
+
+
+@pytest.mark.parametrize("value", ["True", "1", "yes", "", "TRUE"])
+def test_a_users_force_growth_value_tf_does_not_read_is_kept_and_growth_reported_off(host, monkeypatch, value):
+    # TF's GetAllowGrowthValue (gpu_bfc_allocator.cc) reads only exactly "true"/"false" and logs
+    # anything else as unparsable, keeping the config's allow_growth, which a memory_limit makes
+    # False. The old code lower-cased "True", took it for "true" and reported growth on; it
+    # overwrote "1" with "true".
+    cuda_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", value)
+    with pytest.warns(UserWarning, match=rf"TF_FORCE_GPU_ALLOW_GROWTH={value!r} in the environment is not a value "
+                      r"TensorFlow reads \(only exactly 'true' or 'false'\): TF ignores it and will allocate its "
+                      r"GPU memory up front despite allow_growth=True; left unchanged"):
+        plan = configure_devices("gpu", memory_fraction=0.5, allow_growth=True)
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == value
+    assert (plan.memory_limit_enforced, plan.allow_growth) == (True, False)
+
+
+def test_a_users_false_is_not_overwritten_and_growth_is_reported_off(host, monkeypatch):
+    cuda_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")
+    with pytest.warns(UserWarning, match=r"TF_FORCE_GPU_ALLOW_GROWTH=false in the environment makes TF allocate its "
+                      r"GPU memory up front despite allow_growth=True; left unchanged"):
+        plan = configure_devices("gpu", memory_fraction=0.5, allow_growth=True)
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "false"
+    assert plan.allow_growth is False
+
+
+def test_a_users_false_turns_off_set_memory_growth_too(host, monkeypatch):
+    # No limit: set_memory_growth(True) is applied, but "false" overrides it in the allocator.
+    fake = cuda_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")
+    with pytest.warns(UserWarning, match=r"=false in the environment makes TF allocate its GPU memory up front"):
+        plan = configure_devices("gpu", memory_fraction=1.0, allow_growth=True)
+    assert fake.setter_calls()[-1] == ("set_memory_growth", "GPU:0", True)
+    assert plan.allow_growth is False
+
+
+def test_a_users_true_is_reported_as_growth_on(host, monkeypatch):
+    cuda_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    with pytest.warns(UserWarning, match=r"on demand despite allow_growth=False"):
+        plan = configure_devices("gpu", memory_fraction=0.5, allow_growth=False)
+    assert plan.allow_growth is True  # what TF does, not what was asked
+
+
+def test_a_users_unread_value_with_plain_memory_growth_is_only_noted(host, monkeypatch):
+    cuda_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "1")
+    with pytest.warns(UserWarning, match=r"'1' in the environment is not a value TensorFlow reads .* will allocate "
+                      r"GPU memory on demand; left unchanged"):
+        plan = configure_devices("gpu", memory_fraction=1.0, allow_growth=True)
+    assert plan.allow_growth is True  # the config's set_memory_growth(True) stands
+
+
+def test_metal_reports_a_users_false(host, monkeypatch):
+    metal_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")
+    with pytest.warns(UserWarning, match=r"=false in the environment"):
+        plan = configure_devices("metal", allow_growth=True)
+    assert plan.allow_growth is False
+
+
+def test_growth_turned_off_too_late_is_reported(host):
+    fake = cuda_host(host)
+    configure_quietly("gpu", memory_fraction=0.5, allow_growth=True)  # sets the variable
+    fake.initialized = True  # the GPUs were created with growth on
+    with pytest.warns(UserWarning, match=r"allow_growth=False \(GPU devices already exist with growth True\)"):
+        plan = configure_devices("gpu", memory_fraction=0.5, allow_growth=False)
+    assert plan.allow_growth is True
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"  # removing it would change nothing
 
 
 def test_cuda_full_fraction_with_growth_is_plain_memory_growth(host):
@@ -412,14 +487,14 @@ def test_cpu_preference_hides_the_gpus(host):
 
 
 def test_cuda_totals_follow_cuda_visible_devices(host, monkeypatch):
-    host.smi_output = "Tesla T4, 15360\nNVIDIA A100-SXM4-40GB, 40960\n"
+    host.smi_output = "Tesla T4, 15360, 15000\nNVIDIA A100-SXM4-40GB, 40960, 40000\n"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert devices._cuda_memory_totals_bytes(["NVIDIA A100-SXM4-40GB"]) == [40960 * MIB]
 
 
 def test_cuda_totals_match_by_name_when_orders_differ(host):
     # CUDA orders fastest first, NVML by PCI bus: TF's GPU:0 is NVML's 1 here.
-    host.smi_output = "Tesla T4, 15360\nNVIDIA A100-SXM4-40GB, 40960\n"
+    host.smi_output = "Tesla T4, 15360, 15000\nNVIDIA A100-SXM4-40GB, 40960, 40000\n"
     totals = devices._cuda_memory_totals_bytes(["NVIDIA A100-SXM4-40GB", "Tesla T4", "Unknown GPU"])
     assert totals == [40960 * MIB, 15360 * MIB, None]
 
@@ -438,6 +513,48 @@ def test_several_gpus_are_all_replicas_by_default(host):
     ]
     assert plan.device_names == ("/device:GPU:0", "/device:GPU:1", "/device:GPU:2")
     assert plan.num_replicas == 3
+
+
+def test_auto_takes_the_gpus_with_the_most_free_memory(host, caplog):
+    # The original system's "dynamic device switching based on load": GPU:1 is busy elsewhere.
+    fake = cuda_host(host, n_gpus=3, free_mib=[11000, 2000, 10500])
+    with caplog.at_level(logging.INFO, logger="vggish_tf2.devices"):
+        plan = configure_quietly("auto", memory_fraction=1.0)
+    assert fake.setter_calls()[0] == ("set_visible_devices", ["GPU:0", "GPU:2"], "GPU")
+    assert plan.device_names == ("/device:GPU:0", "/device:GPU:1")
+    reason = ("auto uses the GPUs with the most free memory (GPU:0, GPU:2); skipped as busy: "
+              "GPU:1 (2.0 GiB free of 12.0 GiB), less than 50% of the freest GPU's 10.7 GiB")
+    assert plan.selection_reason == reason
+    assert reason in caplog.text
+
+
+def test_gpu_preference_and_explicit_devices_ignore_free_memory(host):
+    fake = cuda_host(host, n_gpus=3, free_mib=[11000, 2000, 10500])
+    plan = configure_quietly("gpu", memory_fraction=1.0)
+    assert plan.num_replicas == 3 and plan.selection_reason is None
+    plan = configure_quietly("auto", memory_fraction=1.0, devices=[1])
+    assert fake.visible == [gpu(1)] and plan.selection_reason is None
+
+
+def test_auto_uses_every_gpu_when_free_memory_is_similar_or_unknown(host):
+    cuda_host(host, n_gpus=2, free_mib=[11000, 6000])
+    assert configure_quietly("auto").num_replicas == 2
+    host.smi_output = "NVIDIA GeForce RTX 3060, 12288, [N/A]\nNVIDIA GeForce RTX 3060, 12288, 100\n"
+    assert configure_quietly("auto").num_replicas == 2
+
+
+def test_devices_report_and_log_say_why_auto_skips_a_busy_gpu(host, monkeypatch, caplog):
+    cuda_host(host, n_gpus=2, free_mib=[11000, 1000])
+    monkeypatch.setattr(devices, "_tf_module", lambda: types.SimpleNamespace(
+        __version__="2.21.0", sysconfig=types.SimpleNamespace(get_build_info=dict)))
+    monkeypatch.setattr(devices, "_metal_plugin_versions", dict)
+    lines = devices_report().splitlines()
+    assert "  gpu   /device:GPU:1    NVIDIA GeForce RTX 3060, 12.0 GiB (1.0 GiB free), compute capability 8.6" in lines
+    assert '"auto" picks    gpu (/device:GPU:0: NVIDIA GeForce RTX 3060)' in lines
+    assert any("skipped as busy: GPU:1 (1.0 GiB free of 12.0 GiB)" in line for line in lines)
+    with caplog.at_level(logging.INFO, logger="vggish_tf2.devices"):
+        log_device_info()
+    assert "skipped as busy: GPU:1" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -669,7 +786,7 @@ def test_devices_report(host, monkeypatch):
     assert lines[0] == "TensorFlow      2.18.1"
     assert "CUDA build      yes (CUDA 12.5.1, cuDNN 9)" in lines
     assert "Metal plugin    tensorflow-metal 1.2.0" in lines
-    assert "  gpu   /device:GPU:0    NVIDIA GeForce RTX 3060, 12.0 GiB, compute capability 8.6" in lines
+    assert "  gpu   /device:GPU:0    NVIDIA GeForce RTX 3060, 12.0 GiB (11.7 GiB free), compute capability 8.6" in lines
     assert '"auto" picks    gpu (/device:GPU:0: NVIDIA GeForce RTX 3060)' in lines
     assert any(l.startswith("Settings        device preference 'metal' -> cpu") for l in lines)
     assert any("no Metal GPU" in l for l in lines)

@@ -13,9 +13,11 @@ module builds them on ``tf.config``, within what TF allows:
 * TF refuses memory growth together with a logical memory limit through its API (limit then
   growth raises; growth then limit silently drops growth, tensorflow#38367). The one way TF does
   allow "grow up to the limit" is the ``TF_FORCE_GPU_ALLOW_GROWTH=true`` environment variable,
-  read by the GPU allocator when the device is created. So with a fraction below 1 and growth
-  on, this module sets that variable in ``os.environ`` next to the logical limit. A fraction of
-  1.0 with growth is plain ``set_memory_growth`` and no limit.
+  read by the GPU allocator when the device is created (exactly "true" or "false"; anything
+  else is ignored by TF). So with a fraction below 1 and growth on, this module sets that
+  variable in ``os.environ`` next to the logical limit, unless the user set it: a user's value
+  is never changed, and the plan reports (and warns about) what TF will do with it. A fraction
+  of 1.0 with growth is plain ``set_memory_growth`` and no limit.
 * Metal (Apple's tensorflow-metal PluggableDevice) shares the host's unified memory. TF's
   PluggableDevice factory ignores logical-device settings, so on Metal the fraction is a
   best-effort *budget* (fraction x physical RAM) used for batch sizing, not a limit TF enforces;
@@ -63,6 +65,15 @@ FORCE_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
 # Distributions that provide a Metal PluggableDevice: Apple's, and an unofficial one for TF 2.21.
 METAL_PLUGIN_DISTRIBUTIONS = ("tensorflow-metal", "tensorflow-metal-plugin")
 
+# One nvidia-smi call answers total and free memory per GPU (MiB, in NVML's order).
+NVIDIA_SMI_QUERY = ("--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits")
+
+# "auto" with several CUDA GPUs skips a GPU that is busy: less free memory than this share of the
+# freest GPU's. A GPU that another process fills would run out of memory first and, OOM halving
+# being per step for all replicas, slow down the others; half keeps GPUs of one model, equally
+# idle, together (free memory of idle boards differs by a few hundred MiB of driver context).
+BUSY_GPU_FREE_SHARE = 0.5
+
 # --- Batch sizing (see suggest_batch_size) -------------------------------------------------------
 # Measured on the 2-core EPYC box, quiet, TF 2.21: 118.8, 119.5, 122.3, 119.1 ex/s at batch 32, 64,
 # 128, 256, with peak RSS 1162, 1259, 1493, 1809 MB. Throughput is flat, memory is not: 64.
@@ -103,6 +114,12 @@ class DeviceInfo:
     tf_name: str | None  # logical device while visible, "/device:GPU:0"; None when hidden
     physical_name: str  # "/physical_device:GPU:0"
     index: int  # position among TF's physical devices of the same TF type
+    free_memory_bytes: int | None = None  # CUDA: free now, from NVML/nvidia-smi; else None
+
+    @property
+    def device_type(self) -> DeviceType:
+        """The original system's name for ``type`` (``device.device_type.value`` -> "gpu")."""
+        return self.type
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +130,10 @@ class DevicePlan:
     device_names: tuple[str, ...]  # TF logical device names, one replica per device
     memory_limit_bytes: int | None  # per replica (smallest over replicas); Metal: budget only
     memory_limit_enforced: bool  # True only when TF itself enforces memory_limit_bytes
-    allow_growth: bool  # True only when on-demand allocation was applied by this plan
+    allow_growth: bool  # whether TF's allocator will grow on demand (config and TF_FORCE_GPU_ALLOW_GROWTH)
     warnings: tuple[str, ...] = ()  # every degradation, as also sent to warnings.warn
     device_memory_bytes: int | None = None  # total memory per replica device (smallest), if known
+    selection_reason: str | None = None  # why "auto" left some GPUs out (busy), for reports
 
     @property
     def num_replicas(self) -> int:
@@ -203,8 +221,8 @@ def _host_memory_bytes() -> int | None:
     return None
 
 
-def _nvml_inventory() -> list[tuple[str, int]] | None:
-    """(name, total bytes) per GPU in NVML order, via the optional ``pynvml`` module."""
+def _nvml_inventory() -> list[tuple[str, int, int | None]] | None:
+    """(name, total bytes, free bytes) per GPU in NVML order, via the optional ``pynvml`` module."""
     try:
         import pynvml  # from nvidia-ml-py; optional
     except ImportError:
@@ -222,7 +240,9 @@ def _nvml_inventory() -> list[tuple[str, int]] | None:
             name = pynvml.nvmlDeviceGetName(handle)
             if isinstance(name, bytes):  # older pynvml returns bytes
                 name = name.decode()
-            inventory.append((str(name), int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)))
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            free = getattr(memory, "free", None)
+            inventory.append((str(name), int(memory.total), None if free is None else int(free)))
         return inventory
     except nvml_error as e:
         logger.debug("NVML query failed: %s", e)
@@ -234,20 +254,29 @@ def _nvml_inventory() -> list[tuple[str, int]] | None:
             pass
 
 
-def _nvidia_smi_inventory() -> list[tuple[str, int]] | None:
-    out = _run_nvidia_smi(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+def _nvidia_smi_number_mib(text: str) -> int | None:
+    try:
+        return int(float(text)) * MIB
+    except ValueError:  # "[N/A]" (MIG instances, some drivers)
+        return None
+
+
+def _nvidia_smi_inventory() -> list[tuple[str, int, int | None]] | None:
+    out = _run_nvidia_smi(NVIDIA_SMI_QUERY)
     if out is None:
         return None
     inventory = []
     for line in out.splitlines():
         if not line.strip():
             continue
-        name, _, total_mib = line.rpartition(",")  # names rarely hold commas; the number never does
-        try:
-            inventory.append((name.strip(), int(float(total_mib)) * MIB))
-        except ValueError:
+        # "name, total, free": a name may hold a comma, the numbers never do.
+        parts = line.split(",")
+        name = ",".join(parts[:-2]).strip()
+        total = _nvidia_smi_number_mib(parts[-2]) if len(parts) >= 3 else None
+        if total is None or not name:
             logger.debug("unexpected nvidia-smi line: %r", line)
             return None
+        inventory.append((name, total, _nvidia_smi_number_mib(parts[-1])))
     return inventory or None
 
 
@@ -260,29 +289,37 @@ def _cuda_visible_order() -> list[int] | None:
     return [int(p) for p in parts] if all(p.isdigit() for p in parts) else None  # UUIDs: by name
 
 
-def _cuda_memory_totals_bytes(tf_gpu_names: Sequence[str | None]) -> list[int | None]:
-    """Total memory of each TF-listed CUDA GPU (in TF's order), None where it cannot be read.
+def _cuda_memory_readings(tf_gpu_names: Sequence[str | None]) -> list[tuple[int | None, int | None]]:
+    """(total, free) bytes of each TF-listed CUDA GPU (in TF's order), None where unknown.
 
-    Best-effort mapping from TF's CUDA ordinal to NVML's index: through CUDA_VISIBLE_DEVICES,
-    checked against the device name; when the names disagree (CUDA's default order is fastest
-    first, NVML's is PCI bus), a name that has a single total among all GPUs still answers.
+    One NVML (or nvidia-smi) query answers both. Best-effort mapping from TF's CUDA ordinal to
+    NVML's index: through CUDA_VISIBLE_DEVICES, checked against the device name; when the names
+    disagree (CUDA's default order is fastest first, NVML's is PCI bus), a name that has a single
+    total among all GPUs still gives the total (its free memory, which differs per board, not).
     """
     inventory = _nvml_inventory() or _nvidia_smi_inventory()
     if not inventory:
-        return [None] * len(tf_gpu_names)
+        return [(None, None)] * len(tf_gpu_names)
     order = _cuda_visible_order()
-    totals: list[int | None] = []
+    readings: list[tuple[int | None, int | None]] = []
     for tf_index, name in enumerate(tf_gpu_names):
         nvml_index = order[tf_index] if order is not None and tf_index < len(order) else tf_index
-        total = None
+        reading: tuple[int | None, int | None] = (None, None)
         if 0 <= nvml_index < len(inventory) and name in (None, inventory[nvml_index][0]):
-            total = inventory[nvml_index][1]
+            reading = inventory[nvml_index][1:]
         else:
-            same_name = {t for n, t in inventory if n == name}
+            same_name = [(t, f) for n, t, f in inventory if n == name]
             if len(same_name) == 1:
-                total = same_name.pop()
-        totals.append(total)
-    return totals
+                reading = same_name[0]
+            elif len({t for t, _ in same_name}) == 1:
+                reading = (same_name[0][0], None)
+        readings.append(reading)
+    return readings
+
+
+def _cuda_memory_totals_bytes(tf_gpu_names: Sequence[str | None]) -> list[int | None]:
+    """Total memory of each TF-listed CUDA GPU (in TF's order), None where it cannot be read."""
+    return [total for total, _ in _cuda_memory_readings(tf_gpu_names)]
 
 
 # --- Detection and selection ------------------------------------------------------------------------
@@ -328,10 +365,10 @@ def _detect(cfg: Any) -> list[tuple[DeviceInfo, Any]]:
     # (tensorflow-metal reports device_name 'METAL').
     metal = _is_macos_arm64()
     if metal:
-        totals: list[int | None] = [host_bytes] * len(gpus)  # unified memory
+        readings: list[tuple[int | None, int | None]] = [(host_bytes, None)] * len(gpus)  # unified memory
     else:
-        totals = _cuda_memory_totals_bytes([d.get("device_name") for d in details])
-    for position, (gpu, detail, total) in enumerate(zip(gpus, details, totals)):
+        readings = _cuda_memory_readings([d.get("device_name") for d in details])
+    for position, (gpu, detail, (total, free)) in enumerate(zip(gpus, details, readings)):
         visible = gpu in visible_gpus
         info = DeviceInfo(
             type=DeviceType.METAL if metal else DeviceType.GPU,
@@ -342,6 +379,7 @@ def _detect(cfg: Any) -> list[tuple[DeviceInfo, Any]]:
             tf_name=f"/device:GPU:{visible_gpus.index(gpu)}" if visible else None,
             physical_name=gpu.name,
             index=_physical_index(gpu, position),
+            free_memory_bytes=free,
         )
         found.append((info, gpu))
     return found
@@ -401,6 +439,41 @@ def select_device(preference: str = "auto", *, devices: Sequence[DeviceInfo] | N
     return chosen
 
 
+def _auto_gpus(infos: Sequence[DeviceInfo]) -> tuple[list[DeviceInfo], str | None]:
+    """The CUDA GPUs "auto" runs on, and why when it leaves some out (None: all of them).
+
+    With several GPUs, "auto" takes those with the most free memory (NVML or nvidia-smi, read
+    when the devices are detected): a GPU with less than BUSY_GPU_FREE_SHARE of the freest GPU's
+    free memory is busy with other work and is skipped. Unknown free memory skips nothing.
+    """
+    gpus = [d for d in infos if d.type is DeviceType.GPU and d.available]
+    frees = [d.free_memory_bytes for d in gpus]
+    if len(gpus) < 2 or any(f is None for f in frees):
+        return gpus, None
+    most = max(frees)
+    keep = [d for d in gpus if d.free_memory_bytes >= BUSY_GPU_FREE_SHARE * most]
+    if len(keep) == len(gpus):
+        return gpus, None
+    skipped = ", ".join(
+        f"GPU:{d.index} ({_format_bytes(d.free_memory_bytes)} free of {_format_bytes(d.memory_bytes)})"
+        for d in gpus if d not in keep
+    )
+    reason = (
+        f"auto uses the GPUs with the most free memory ({', '.join(f'GPU:{d.index}' for d in keep)}); "
+        f"skipped as busy: {skipped}, less than {BUSY_GPU_FREE_SHARE:.0%} of the freest GPU's "
+        f"{_format_bytes(most)}"
+    )
+    return keep, reason
+
+
+def _auto_picks(infos: Sequence[DeviceInfo]) -> tuple[list[DeviceInfo], str | None]:
+    """What "auto" runs on (one device, or the CUDA GPUs it takes) and why, for reports."""
+    chosen, _ = _choose("auto", infos)
+    if chosen.type is DeviceType.GPU:
+        return _auto_gpus(infos)
+    return [chosen], None
+
+
 def _format_bytes(n: int | None) -> str:
     return "unknown" if n is None else f"{n / GIB:.1f} GiB"
 
@@ -408,6 +481,8 @@ def _format_bytes(n: int | None) -> str:
 def _describe(info: DeviceInfo) -> str:
     where = info.tf_name or f"{info.physical_name} (hidden)"
     memory = _format_bytes(info.memory_bytes)
+    if info.free_memory_bytes is not None:
+        memory += f" ({_format_bytes(info.free_memory_bytes)} free)"
     if info.type is DeviceType.METAL:
         memory += " unified (host RAM)"
     elif info.type is DeviceType.CPU:
@@ -424,8 +499,12 @@ def log_device_info() -> None:
     infos = detect_available_devices()
     for info in infos:
         logger.info("device: %s", _describe(info))
-    chosen, _ = _choose("auto", infos)
-    logger.info('device preference "auto" selects %s (%s)', chosen.type.value, chosen.tf_name)
+    picked, reason = _auto_picks(infos)
+    logger.info(
+        'device preference "auto" selects %s (%s)', picked[0].type.value, ", ".join(str(d.tf_name) for d in picked)
+    )
+    if reason:
+        logger.info("%s", reason)
 
 
 # --- Configuration ---------------------------------------------------------------------------------
@@ -437,6 +516,7 @@ class _Applier:
     def __init__(self) -> None:
         self.refused: list[str] = []
         self.runtime_initialized = False  # learnt from a setter's RuntimeError
+        self.last_error: type[Exception] | None = None  # what the last refused setter raised
 
     def __call__(self, what: str, setter: Any, *args: Any) -> bool:
         try:
@@ -444,8 +524,10 @@ class _Applier:
             return True
         except RuntimeError as e:  # "... cannot be modified after being initialized"
             self.runtime_initialized = True
+            self.last_error = RuntimeError
             self.refused.append(f"{what}: {e}")
         except ValueError as e:  # e.g. growth on a device that already has a logical config
+            self.last_error = ValueError
             self.refused.append(f"{what}: {e}")
         return False
 
@@ -491,25 +573,78 @@ def _parse_devices(devices: Sequence[object], *, tf_type: str, count: int) -> li
     return sorted(indices)
 
 
-def _set_force_growth_env(*, allow_growth: bool, notes: list[str]) -> None:
-    """Make TF_FORCE_GPU_ALLOW_GROWTH agree with allow_growth, or say why it cannot."""
+def _tf_allow_growth(config_growth: bool, env_value: str | None) -> bool:
+    """Whether TF's GPU allocator grows on demand, given the growth TF's config asks for.
+
+    TF's own rule, read from its source (tensorflow/core/common_runtime/gpu/gpu_bfc_allocator.cc,
+    GetAllowGrowthValue, TF 2.x; the PluggableDevice allocator has the same rule unless the plugin
+    itself forces growth): the variable is read with getenv when each GPU allocator is created;
+    exactly "true" forces growth on, exactly "false" forces it off (both override the config),
+    and any other value, "" and "True" included, is logged as unparsable and ignored, so the
+    config's value stands. The config asks for growth only through set_memory_growth; a GPU with
+    a logical memory_limit has allow_growth False in the config.
+    """
+    if env_value == "true":
+        return True
+    if env_value == "false":
+        return False
+    return config_growth
+
+
+def _growth_tf_will_use(
+    *, requested: bool, config_growth: bool, may_set_env: bool, notes: list[str], applier: _Applier
+) -> bool:
+    """Set TF_FORCE_GPU_ALLOW_GROWTH if it is ours to set and needed; return TF's real growth.
+
+    ``may_set_env``: only with a memory limit, where the variable is the one way TF allows growth
+    up to the limit. A value the user set is never changed: a warning says what TF will do.
+    """
     global _force_growth_env_set_by_us
     current = os.environ.get(FORCE_GROWTH_ENV)
-    if allow_growth:
-        if current != "true":
-            os.environ[FORCE_GROWTH_ENV] = "true"
-            _force_growth_env_set_by_us = True
-        return
-    if current is None or current.lower() != "true":
-        return
-    if _force_growth_env_set_by_us:  # a previous plan in this process set it: undo
-        del os.environ[FORCE_GROWTH_ENV]
+    if current is not None and not _force_growth_env_set_by_us:  # the user's: it wins
+        effective = _tf_allow_growth(config_growth, current)
+        does = "allocate GPU memory on demand" if effective else "allocate its GPU memory up front"
+        if current not in ("true", "false"):
+            notes.append(
+                f"{FORCE_GROWTH_ENV}={current!r} in the environment is not a value TensorFlow reads "
+                f"(only exactly 'true' or 'false'): TF ignores it and will {does}"
+                + ("" if effective == requested else f" despite allow_growth={requested}")
+                + "; left unchanged"
+            )
+        elif effective != requested:
+            notes.append(
+                f"{FORCE_GROWTH_ENV}={current} in the environment makes TF {does} despite "
+                f"allow_growth={requested}; left unchanged"
+            )
+        return effective
+    wanted = "true" if may_set_env and requested and not config_growth else None
+    if wanted == current:
+        return _tf_allow_growth(config_growth, current)
+    if applier.runtime_initialized or _runtime_initialized():
+        # The allocators read the variable when the GPUs were created; changing it now changes
+        # nothing. What they read is assumed to be today's value (it is ours, unchanged since).
+        effective = _tf_allow_growth(config_growth, current)
+        if wanted == "true":
+            applier.refused.append(f"{FORCE_GROWTH_ENV}=true (GPU devices already exist)")
+        elif effective != requested:
+            applier.refused.append(f"allow_growth={requested} (GPU devices already exist with growth {effective})")
+        return effective
+    if wanted is None:
+        del os.environ[FORCE_GROWTH_ENV]  # set by an earlier plan of this process: undo
         _force_growth_env_set_by_us = False
     else:
-        notes.append(
-            f"{FORCE_GROWTH_ENV}=true in the environment makes TF allocate GPU memory on demand "
-            "despite allow_growth=False"
-        )
+        os.environ[FORCE_GROWTH_ENV] = wanted
+        _force_growth_env_set_by_us = True
+    return _tf_allow_growth(config_growth, wanted)
+
+
+def _config_growth_after(applied: Sequence[bool], requested: bool, applier: _Applier) -> bool:
+    """The growth TF's config holds after set_memory_growth(requested) on each selected device."""
+    if all(applied):
+        return requested
+    # RuntimeError: TF refuses only a *changed* value, so the config holds the other one;
+    # ValueError: the device has a logical configuration, which excludes growth.
+    return (not requested) if applier.last_error is RuntimeError else False
 
 
 def _cpu_plan(
@@ -580,6 +715,12 @@ def configure_devices(
     chosen, fallback = _choose(preference, candidates)
     if fallback is not None:
         warnings.warn(fallback, stacklevel=2)
+    selection_reason = None
+    if preference == "auto" and chosen.type is DeviceType.GPU and devices is None:
+        keep, selection_reason = _auto_gpus(candidates)
+        if selection_reason is not None:
+            logger.info("%s", selection_reason)
+            devices = [d.index for d in keep]
     notes: list[str] = []  # degradations other than the fallback, warned together at the end
     applier = _Applier()
 
@@ -616,7 +757,7 @@ def configure_devices(
         degraded = " ".join(notes)
         warnings.warn(degraded, stacklevel=2)  # one warning for everything not applied
         plan_warnings.append(degraded)
-    plan = dataclasses.replace(plan, warnings=tuple(plan_warnings))
+    plan = dataclasses.replace(plan, warnings=tuple(plan_warnings), selection_reason=selection_reason)
     logger.info(
         "device plan: %s on %s, memory limit %s (%s), growth %s",
         plan.device_type.value, ", ".join(plan.device_names), _format_bytes(plan.memory_limit_bytes),
@@ -667,7 +808,11 @@ def _configure_accelerators(
             applier(f"set_memory_growth({p.name}, {growth})", cfg.experimental.set_memory_growth, p, growth)
             for p in selected
         ]
-        growth_applied = growth and all(applied)
+        # The PluggableDevice allocator reads TF_FORCE_GPU_ALLOW_GROWTH like the CUDA one.
+        growth_applied = _growth_tf_will_use(
+            requested=growth, config_growth=_config_growth_after(applied, growth, applier),
+            may_set_env=False, notes=notes, applier=applier,
+        )
     else:
         use_limit = fraction < 1.0
         if use_limit and device_memory is None:
@@ -689,22 +834,22 @@ def _configure_accelerators(
             enforced = all(applied)
             if enforced:
                 limit_bytes = min(b // MIB * MIB for b in limits)
-                already_forced = os.environ.get(FORCE_GROWTH_ENV, "").lower() == "true"
-                if growth and not already_forced and _runtime_initialized():
-                    # Setters succeed silently when nothing changes, even after initialization,
-                    # but the allocator read the environment when the GPUs were created.
-                    applier.refused.append(f"{FORCE_GROWTH_ENV}=true (GPU devices already exist)")
-                else:
-                    _set_force_growth_env(allow_growth=growth, notes=notes)
-                    growth_applied = growth
+                # With a logical device the config's allow_growth is False: only the variable
+                # can turn growth (up to the limit) on. Setters succeed silently when nothing
+                # changes, even after initialization, but the allocator read the variable when
+                # the GPUs were created: _growth_tf_will_use checks for that.
+                growth_applied = _growth_tf_will_use(
+                    requested=growth, config_growth=False, may_set_env=True, notes=notes, applier=applier
+                )
         else:
             applied = [
                 applier(f"set_memory_growth({p.name}, {growth})", cfg.experimental.set_memory_growth, p, growth)
                 for p in selected
             ]
-            growth_applied = growth and all(applied)
-            if not growth:
-                _set_force_growth_env(allow_growth=False, notes=notes)
+            growth_applied = _growth_tf_will_use(
+                requested=growth, config_growth=_config_growth_after(applied, growth, applier),
+                may_set_env=False, notes=notes, applier=applier,
+            )
 
     names = _accelerator_names(cfg, pairs, visible_ok=visible_ok, applier=applier)
     if not names:
@@ -822,8 +967,12 @@ def devices_report() -> str:
     infos = detect_available_devices()
     lines.append("Devices")
     lines.extend(f"  {_describe(info)}" for info in infos)
-    auto, _ = _choose("auto", infos)
-    lines.append(f'"auto" picks    {auto.type.value} ({auto.tf_name}: {auto.name})')
+    picked, reason = _auto_picks(infos)
+    lines.append(
+        f'"auto" picks    {picked[0].type.value} ({", ".join(f"{d.tf_name}: {d.name}" for d in picked)})'
+    )
+    if reason:
+        lines.append(f"                {reason}")
     try:
         settings = get_settings()
         chosen, fallback = _choose(settings.device_preference, infos)
