@@ -926,3 +926,53 @@ def test_python_m_devices_prints_the_report():
     assert result.stdout.startswith("TensorFlow      2.")
     assert "cpu   /device:CPU:0" in result.stdout
     assert '"auto" picks    cpu' in result.stdout
+
+
+# --- What runs where: float64 and XLA on Metal ------------------------------------------------------
+
+
+def test_metal_runs_the_float64_front_end_on_the_cpu(host):
+    metal_host(host)
+    plan = configure_quietly("auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        options = devices.resolve_compute_options(plan, frontend_precision=None, jit_compile=False)
+    # Metal has no float64: the reference's front end stays float64, on the CPU.
+    assert options == devices.ComputeOptions("float64", "/device:CPU:0", False, ())
+    explicit = devices.resolve_compute_options(plan, frontend_precision="float64", jit_compile=False)
+    assert explicit.frontend_device == "/device:CPU:0"
+    assert devices.resolve_compute_options(plan, frontend_precision="float32").frontend_device is None
+
+
+def test_metal_turns_jit_compile_off_with_a_warning(host):
+    metal_host(host)
+    plan = configure_quietly("metal")
+    with pytest.warns(UserWarning, match=r"jit_compile=True ignored on Metal: XLA has no compiler") as record:
+        options = devices.resolve_compute_options(plan, frontend_precision="float32", jit_compile=True)
+    assert len(record) == 1
+    assert (options.jit_compile, options.frontend_precision, options.frontend_device) == (False, "float32", None)
+    assert options.warnings == (str(record[0].message),)
+
+
+@pytest.mark.parametrize("preference", ["gpu", "cpu"])
+@pytest.mark.parametrize("precision", [None, "float64", "float32"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_cuda_and_cpu_run_as_asked(host, preference, precision, jit):
+    cuda_host(host)
+    plan = configure_quietly(preference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        options = devices.resolve_compute_options(plan, frontend_precision=precision, jit_compile=jit)
+    assert options == devices.ComputeOptions(precision or "float64", None, jit, ())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"frontend_precision": "float16"}, r"frontend_precision='float16' must be one of float64, float32 or None"),
+        ({"jit_compile": 1}, r"jit_compile=1 must be True or False"),
+    ],
+)
+def test_resolve_compute_options_rejects_invalid_values(kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        devices.resolve_compute_options(plan_with(DeviceType.CPU), **kwargs)

@@ -888,6 +888,69 @@ def _accelerator_names(
     return tuple(names)
 
 
+# --- What runs where -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeOptions:
+    """How the device step runs on a plan's devices: from ``resolve_compute_options``."""
+
+    frontend_precision: str  # "float64" (the reference's) or "float32"
+    frontend_device: str | None  # where the front end runs; None: on each replica's device
+    jit_compile: bool  # XLA-compile the device step
+    warnings: tuple[str, ...] = ()  # each also sent to warnings.warn
+
+
+def resolve_compute_options(
+    plan: DevicePlan, *, frontend_precision: str | None = None, jit_compile: bool = False
+) -> ComputeOptions:
+    """What the device step can run on ``plan``'s devices, given what the caller asked.
+
+    ``frontend_precision`` None means "float64", the reference's precision, on every device.
+
+    Metal (tensorflow-metal, a PluggableDevice on Apple's MPS) has no float64: MPS has no fp64
+    type (Apple's jax-metal answers the same; jax-ml/jax#16435), and TF would either fail to place
+    the float64 ops or move them to the CPU one by one. Of the two ways out, forcing the float32
+    front end and running the front end on the CPU, this takes the CPU: the reference's numbers
+    (float64 log-mel, bit for bit the CPU's) stay the same on every machine, and it costs little:
+    the front end is ~2 MFLOP per example against the network's ~1,730 MFLOP, and what crosses
+    to the GPU is the [96, 64] float32 log-mel (24 KiB) instead of the 15,600-sample window
+    (61 KiB). An explicit "float32" stays on Metal.
+
+    ``jit_compile`` on Metal is turned off with a warning: XLA has no compiler for PluggableDevice
+    platforms ("could not find registered compiler for platform METAL"; the same for DirectML,
+    microsoft/tensorflow-directml-plugin#332), so a script written for CUDA still runs on a Mac.
+    On CUDA and the CPU both settings run as asked. Invalid values raise InvalidArgumentError.
+    """
+    from vggish_tf2.frontend import FRONTEND_PRECISIONS  # numpy only, no TensorFlow
+
+    if frontend_precision is not None and frontend_precision not in FRONTEND_PRECISIONS:
+        raise InvalidArgumentError(
+            f"frontend_precision={frontend_precision!r} must be one of {', '.join(FRONTEND_PRECISIONS)} or None"
+        )
+    if not isinstance(jit_compile, bool):
+        raise InvalidArgumentError(f"jit_compile={jit_compile!r} must be True or False")
+    precision = frontend_precision or "float64"
+    frontend_device = None
+    notes: list[str] = []
+    if plan.device_type is DeviceType.METAL:
+        if precision == "float64":
+            frontend_device = CPU_DEVICE_NAME
+            logger.info("Metal has no float64: the float64 front end runs on %s, the network on Metal", CPU_DEVICE_NAME)
+        if jit_compile:
+            notes.append(
+                "jit_compile=True ignored on Metal: XLA has no compiler for the Metal PluggableDevice; "
+                "running without XLA"
+            )
+            jit_compile = False
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return ComputeOptions(
+        frontend_precision=precision, frontend_device=frontend_device, jit_compile=jit_compile,
+        warnings=tuple(notes),
+    )
+
+
 # --- Runtime helpers --------------------------------------------------------------------------------
 
 _OOM_MESSAGE = re.compile(
