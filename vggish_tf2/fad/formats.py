@@ -129,7 +129,23 @@ def _load_npz(path: Path, fadtk_model: str | None) -> tuple[GaussianStats, dict]
     return stats, {"format": "fadtk", "fadtk_model": fadtk_model, "metadata": {}}
 
 
+def _check_tfrecord_framing(path: Path) -> None:
+    """A TFRecord starts with its first record's length (uint64 LE), a 4-byte CRC, the record and
+    another CRC: refuse files that cannot be one before handing them to TensorFlow."""
+    size = path.stat().st_size
+    if size == 0:
+        raise StatsFileError(f"{path}: empty file, no statistics")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    length = int.from_bytes(head, "little") if len(head) == 8 else None
+    if length is None or size < 16 + length:
+        raise StatsFileError(
+            f"{path}: not a statistics file (neither npz, ours or fadtk's, nor a TFRecord of Google's statistics)"
+        )
+
+
 def _load_google(path: Path) -> tuple[GaussianStats, dict]:
+    _check_tfrecord_framing(path)
     import tensorflow as tf
 
     try:
