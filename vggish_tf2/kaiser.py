@@ -75,7 +75,7 @@ def resample_kaiser_best(samples: np.ndarray, orig_sr: int, *, target_sr: int = 
     Equal rates return a float64 copy. Equals the concatenated output of :class:`KaiserBestStream`.
     """
     stream = KaiserBestStream(orig_sr, target_sr=target_sr)
-    head = stream.process(samples)
+    head = stream.process(_check_samples(samples, "samples"))
     tail = stream.flush()
     return np.concatenate([head, tail]) if head.size and tail.size else (head if head.size else tail)
 
@@ -111,6 +111,10 @@ class KaiserBestStream:
         if chunk.size:
             self._pending.append(chunk)
             self._received += chunk.size
+        # Nothing to do until the next whole block's input is here (keeps tiny chunks O(1) each).
+        k = self._next_output
+        if self._plan.input_span(k, k + self._plan.block_outputs)[1] > self._received:
+            return np.zeros(0)
         return self._run(final=False)
 
     def flush(self) -> np.ndarray:
