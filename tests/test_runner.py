@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from vggish_tf2 import params
 from vggish_tf2.batching import pack_and_run
-from vggish_tf2.runner import DeviceRunner
+from vggish_tf2.runner import DeviceRunner, rows_per_device
+from vggish_tf2.step import STEP_EXAMPLES
 
 CPU = "/device:CPU:0"
 FAKE_GPU = "/device:GPU:0"  # never executed on: the injected step fails before TF places anything
@@ -26,15 +27,18 @@ def network(loaded_export):
     return loaded_export.module.network
 
 
+STEP = STEP_EXAMPLES  # rows of every network call (48)
+
+
 @pytest.fixture(scope="module")
 def rows():
-    return noise_windows(20, seed=7)
+    return noise_windows(2 * STEP + 24, seed=7)  # 120 rows: two full slices and a half one
 
 
 @pytest.fixture(scope="module")
 def expected(network, rows):
     """The same rows through an undisturbed runner with the batch size the OOM runs end up at."""
-    return DeviceRunner(network, device_names=(CPU,), batch_size=8).run(rows)
+    return DeviceRunner(network, device_names=(CPU,), batch_size=STEP).run(rows)
 
 
 class InjectedOOM:
@@ -57,71 +61,75 @@ class InjectedOOM:
         return self.real_step(batch)
 
 
+def test_batch_size_is_whole_slices():
+    assert [rows_per_device(b) for b in (1, 47, 48, 64, 95, 96, 1024)] == [48, 48, 48, 48, 48, 96, 1008]
+
+
 def test_oom_halves_the_batch_and_computes_every_example_once(network, rows, expected):
-    runner = DeviceRunner(network, device_names=(CPU,), batch_size=32)
-    oom = InjectedOOM(runner, max_rows=8)
+    runner = DeviceRunner(network, device_names=(CPU,), batch_size=4 * STEP)
+    oom = InjectedOOM(runner, max_rows=STEP)
     out = runner.run(rows)
 
-    assert oom.failed == [32, 16]  # first step refused at 32, then at 16 (20 rows pad to 32)
-    assert runner.batch_size == 8 and runner.stats.oom_retries == 2
-    assert [len(b) for b in oom.computed] == [8, 8, 8]  # 20 rows: 8 + 8 + 4 padded to 8
+    assert oom.failed == [3 * STEP, 2 * STEP]  # 120 rows pad to 144 (3 slices), refused; then 96, refused
+    assert runner.batch_size == STEP and runner.stats.oom_retries == 2
+    assert [len(b) for b in oom.computed] == [STEP, STEP, STEP]  # 48 + 48 + 24 padded to 48
     # Each input row went to the device exactly once, in order; only padding was added.
     sent = np.concatenate(oom.computed)
-    np.testing.assert_array_equal(sent[:20], rows)
-    assert not sent[20:].any()
-    assert runner.stats.examples == 20 and runner.stats.batches == 3
-    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(sent[:len(rows)], rows)
+    assert not sent[len(rows):].any()
+    assert runner.stats.examples == len(rows) and runner.stats.batches == 3
+    np.testing.assert_array_equal(out, expected)  # bit for bit: every network call has one shape
 
 
 def test_oom_mid_stream_keeps_earlier_results_and_retries_only_the_failed_step(network, rows, expected):
-    runner = DeviceRunner(network, device_names=(CPU,), batch_size=16)
-    oom = InjectedOOM(runner, max_rows=16)
-    first = runner.run(rows[:16])  # fits
-    oom.max_rows = 8  # memory got tighter: the next 16-row step fails
-    second = runner.run(rows[16:])  # 4 rows pad to 8: fits
+    runner = DeviceRunner(network, device_names=(CPU,), batch_size=2 * STEP)
+    oom = InjectedOOM(runner, max_rows=2 * STEP)
+    first = runner.run(rows[:2 * STEP])  # fits
+    oom.max_rows = STEP  # memory got tighter: the next 96-row step fails
+    second = runner.run(rows[2 * STEP:])  # 24 rows pad to 48: fits
     assert oom.failed == [] and runner.stats.oom_retries == 0
-    third = runner.run(rows)  # 20 rows: a 16-row step fails, then 8 + 8 + 4
-    assert oom.failed == [16] and runner.batch_size == 8
+    third = runner.run(rows)  # 120 rows: a 96-row step fails, then 48 + 48 + 24
+    assert oom.failed == [2 * STEP] and runner.batch_size == STEP
     np.testing.assert_array_equal(np.concatenate([first, second]), expected)
     np.testing.assert_array_equal(third, expected)
-    assert runner.stats.examples == 40  # 16 + 4 + 20, nothing counted twice
+    assert runner.stats.examples == 2 * len(rows)  # nothing counted twice
 
 
 def test_persistent_oom_on_a_gpu_falls_back_to_cpu_with_a_warning(network, rows, expected):
-    runner = DeviceRunner(network, device_names=(FAKE_GPU,), batch_size=16)
+    runner = DeviceRunner(network, device_names=(FAKE_GPU,), batch_size=2 * STEP)
     oom = InjectedOOM(runner, max_rows=0)  # the "GPU" fails at every size
-    with pytest.warns(RuntimeWarning, match=r"/device:GPU:0 still out of memory at batch size 8; falling back to the CPU"):
+    with pytest.warns(RuntimeWarning, match=r"/device:GPU:0 still out of memory at batch size 48; falling back to the CPU"):
         out = runner.run(rows)
-    assert oom.failed == [16, 8]
+    assert oom.failed == [2 * STEP, STEP]
     assert runner.device_names == (CPU,) and runner.stats.cpu_fallbacks == 1
     assert runner._step is not oom  # rebuilt on the CPU: the real step, not the failing wrapper
     np.testing.assert_array_equal(out, expected)
 
 
 def test_oom_on_the_cpu_at_the_smallest_batch_is_raised(network, rows):
-    runner = DeviceRunner(network, device_names=(CPU,), batch_size=16)
+    runner = DeviceRunner(network, device_names=(CPU,), batch_size=2 * STEP)
     InjectedOOM(runner, max_rows=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning: there is nothing to fall back to
         with pytest.raises(tf.errors.ResourceExhaustedError, match="OOM when allocating"):
             runner.run(rows)
-    assert runner.batch_size == 8 and runner.stats.oom_retries == 2
+    assert runner.batch_size == STEP and runner.stats.oom_retries == 2  # 96 refused, then 48 refused: raised
 
 
 def test_oom_reported_as_another_op_error_is_recognised(network, rows, expected):
-    runner = DeviceRunner(network, device_names=(CPU,), batch_size=16)
+    runner = DeviceRunner(network, device_names=(CPU,), batch_size=2 * STEP)
     real = runner._step
     calls = []
 
     def step(batch):
         calls.append(int(batch.shape[0]))
-        if batch.shape[0] > 8:
+        if batch.shape[0] > STEP:
             raise tf.errors.InternalError(None, None, "Dst tensor is not initialized.")
         return real(batch)
 
     runner._step = step
     np.testing.assert_array_equal(runner.run(rows), expected)
-    assert calls == [16, 8, 8, 8]
+    assert calls == [2 * STEP, STEP, STEP, STEP]
 
 
 @pytest.mark.parametrize("error", [
@@ -129,7 +137,7 @@ def test_oom_reported_as_another_op_error_is_recognised(network, rows, expected)
     ValueError("a bug"),
 ])
 def test_non_oom_errors_propagate_without_retry(network, rows, error):
-    runner = DeviceRunner(network, device_names=(CPU,), batch_size=16)
+    runner = DeviceRunner(network, device_names=(CPU,), batch_size=2 * STEP)
 
     def step(batch):
         raise error
@@ -137,7 +145,7 @@ def test_non_oom_errors_propagate_without_retry(network, rows, error):
     runner._step = step
     with pytest.raises(type(error), match="Incompatible shapes|a bug"):
         runner.run(rows)
-    assert runner.batch_size == 16 and runner.stats.oom_retries == 0 and runner.stats.examples == 0
+    assert runner.batch_size == 2 * STEP and runner.stats.oom_retries == 0 and runner.stats.examples == 0
 
 
 # --- pack_and_run with a fake run -------------------------------------------------------------------
@@ -252,7 +260,7 @@ def test_pack_and_run_stream_ending_mid_file_raises():
     ("bfloat16", 2e-2, 0.9999),
 ])
 def test_mixed_precision_gap_on_cpu(network, rows, expected, compute_dtype, max_rel, min_cosine):
-    runner = DeviceRunner(network, device_names=(CPU,), batch_size=8, compute_dtype=compute_dtype)
+    runner = DeviceRunner(network, device_names=(CPU,), batch_size=STEP, compute_dtype=compute_dtype)
     out = runner.run(rows)
     assert out.dtype == np.float32
     rel = np.abs(out - expected).max() / np.abs(expected).max()

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-RESAMPLERS = ("soxr_hq", "kaiser_best")  # soxr for speed; kaiser_best is the reference's resampy
+RESAMPLERS = ("soxr_hq", "kaiser_best")  # soxr for speed; kaiser_best is the reference's (resampy's filter, ours: vggish_tf2.kaiser)
 DEFAULT_RESAMPLER = "soxr_hq"
 DEFAULT_CHUNK_SECONDS = 60.0
 
@@ -130,10 +130,15 @@ def _non_audio_kind(head: bytes) -> str | None:
     return None
 
 
-# --- Decoders: each yields float32 blocks [n, channels] at the file's own rate ---------------
-def _finite_float32(block: np.ndarray, path: PathLike) -> np.ndarray:
+# --- Decoders: each yields float blocks [n, channels] at the file's own rate -----------------
+SAMPLE_DTYPES = (np.float32, np.float64)  # float64 keeps the reference's precision to the front end
+
+
+def _finite(block: np.ndarray, path: PathLike, dtype: type) -> np.ndarray:
     if not np.isfinite(block).all():
         raise InvalidAudioError(f"{os.fspath(path)}: contains non-finite samples (NaN or Inf)")
+    if dtype is np.float64:
+        return block.astype(np.float64, copy=False)
     if block.dtype != np.float32:
         peak = float(np.max(np.abs(block))) if block.size else 0.0
         if peak > float(np.finfo(np.float32).max):
@@ -164,21 +169,22 @@ class _SoundfileSource:
         if self.info.format == "OGG" and not _ogg_ends_with_eos(self.path):
             raise _fail(self.path, "truncated: the last Ogg page is not an end-of-stream page")
 
-    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
-        # float64 only for float64 files, so that values beyond the float32 range are caught
-        # before the cast instead of turning into Inf. soundfile never reads past the declared
-        # frame count: an MP3 whose count is an underestimate (no Xing/LAME header) loses its tail.
-        dtype = "float64" if self.info.subtype == "DOUBLE" else "float32"
+    def blocks(self, block_frames: int, dtype: type = np.float32) -> Iterator[np.ndarray]:
+        # Read float64 for float64 output (exact for every integer width) and for float64 files,
+        # so that values beyond the float32 range are caught before the cast instead of turning
+        # into Inf. soundfile never reads past the declared frame count: an MP3 whose count is
+        # an underestimate (no Xing/LAME header) loses its tail.
+        read_dtype = "float64" if (dtype is np.float64 or self.info.subtype == "DOUBLE") else "float32"
         total = 0
         while True:
             try:
-                block = self._f.read(block_frames, dtype=dtype, always_2d=True)
+                block = self._f.read(block_frames, dtype=read_dtype, always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as e:
                 raise _fail(self.path, f"cannot decode after {total} frames ({_soundfile_reason(e)})") from e
             if len(block) == 0:
                 break
             total += len(block)
-            yield _finite_float32(block, self.path)
+            yield _finite(block, self.path, dtype)
         shortfall = self.info.frames - total
         if shortfall > 0:
             if self.info.format == "MP3":
@@ -218,7 +224,7 @@ def _ogg_ends_with_eos(path: PathLike) -> bool:
                 return bool(tail[at + 5] & 0x04)  # header_type flag 0x04: end of stream
 
 
-def _pyav_to_float(frame) -> np.ndarray:
+def _pyav_to_float(frame, dtype: type = np.float32) -> np.ndarray:
     """One decoded PyAV frame as floats [n, channels], scaled by the sample format's full scale."""
     data = frame.to_ndarray()
     channels = frame.layout.nb_channels
@@ -229,10 +235,10 @@ def _pyav_to_float(frame) -> np.ndarray:
     if data.dtype.kind == "f":
         return data
     if data.dtype == np.uint8:
-        return (data.astype(np.float32) - 128.0) / 128.0
+        return (data.astype(dtype) - 128.0) / 128.0
     if data.dtype.kind == "i":
         full_scale = float(2 ** (8 * data.dtype.itemsize - 1))
-        return (data.astype(np.float64) / full_scale).astype(np.float32)
+        return (data.astype(np.float64) / full_scale).astype(dtype, copy=False)
     raise ValueError(f"unsupported sample format {frame.format.name}")
 
 
@@ -266,7 +272,7 @@ class _PyAVSource:
     def check_complete_header(self) -> None:
         """FFmpeg reports damage while decoding; nothing to check up front."""
 
-    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+    def blocks(self, block_frames: int, dtype: type = np.float32) -> Iterator[np.ndarray]:
         import av  # already imported by _open_source; local so the module never needs it
 
         pending: list[np.ndarray] = []
@@ -275,7 +281,7 @@ class _PyAVSource:
             for frame in self._container.decode(self._stream):
                 if frame.sample_rate != self.info.sample_rate or frame.layout.nb_channels != self.info.channels:
                     raise _fail(self.path, "sample rate or channel count changes inside the stream")
-                data = _finite_float32(_pyav_to_float(frame), self.path)
+                data = _finite(_pyav_to_float(frame, dtype), self.path, dtype)
                 pending.append(data)
                 pending_frames += len(data)
                 if pending_frames >= block_frames:
@@ -345,12 +351,13 @@ def audio_info(path: PathLike) -> AudioInfo:
     return source.info
 
 
-def read_audio(path: PathLike) -> tuple[np.ndarray, int]:
-    """The whole file as float32 [n, channels] at its own sample rate (scaled as the module doc says)."""
+def read_audio(path: PathLike, *, dtype: type = np.float32) -> tuple[np.ndarray, int]:
+    """The whole file as ``dtype`` [n, channels] at its own sample rate (scaled as the module doc says)."""
+    dtype = _check_dtype(dtype)
     source = _open_source(path)
     try:
         rate = source.info.sample_rate
-        blocks = list(source.blocks(_block_frames(DEFAULT_CHUNK_SECONDS, rate)))
+        blocks = list(source.blocks(_block_frames(DEFAULT_CHUNK_SECONDS, rate), dtype))
     finally:
         source.close()
     if not blocks:
@@ -358,15 +365,16 @@ def read_audio(path: PathLike) -> tuple[np.ndarray, int]:
     return np.concatenate(blocks), rate
 
 
-def to_mono(samples: np.ndarray) -> np.ndarray:
-    """Mean over channels: float32 [n, channels] (or already-mono [n]) -> float32 [n]."""
+def to_mono(samples: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
+    """Mean over channels: [n, channels] (or already-mono [n]) -> ``dtype`` [n]."""
+    dtype = _check_dtype(dtype)
     samples = np.asarray(samples)
     if samples.ndim == 1:
-        return samples.astype(np.float32, copy=True)
+        return samples.astype(dtype, copy=True)
     if samples.ndim != 2 or samples.shape[1] == 0:
         raise InvalidArgumentError(f"samples.shape={samples.shape} must be [n] or [n, channels>0]")
     if samples.shape[1] == 1:
-        return samples[:, 0].astype(np.float32, copy=True)
+        return samples[:, 0].astype(dtype, copy=True)
     # Sum in float64 so the mean of float32 channels is rounded once, column by column: the same
     # sequential sum that mean(axis=1, dtype=float64) does for few channels, but 30x faster on
     # interleaved stereo (measured 1.5 vs 44 ms per 60 s), where the mean was most of decoding.
@@ -374,7 +382,7 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     for channel in range(1, samples.shape[1]):
         total += samples[:, channel]
     total /= samples.shape[1]
-    return total.astype(np.float32)
+    return total.astype(dtype, copy=False)
 
 
 def resample(
@@ -383,27 +391,34 @@ def resample(
     *,
     target_sr: int = params.SAMPLE_RATE,
     resampler: str = DEFAULT_RESAMPLER,
+    dtype: type = np.float32,
 ) -> np.ndarray:
-    """Resample mono float samples from ``orig_sr`` to ``target_sr`` Hz; returns float32 [m].
+    """Resample mono float samples from ``orig_sr`` to ``target_sr`` Hz; returns ``dtype`` [m].
 
     ``"soxr_hq"`` uses soxr's streaming resampler in one call: the same filter and the same
-    numbers as :func:`stream_audio` gives chunk by chunk. ``"kaiser_best"`` uses resampy (the
-    reference's), computed in float64; it needs ``pip install resampy``.
+    numbers as :func:`stream_audio` gives chunk by chunk. ``"kaiser_best"`` is the reference's
+    resampler (resampy's filter and phases, as a polyphase product: :mod:`vggish_tf2.kaiser`),
+    computed in float64 whatever ``dtype``; it needs integer rates.
     """
     _check_rate("orig_sr", orig_sr)
     _check_rate("target_sr", target_sr)
     _check_resampler(resampler)
+    dtype = _check_dtype(dtype)
     samples = np.asarray(samples_mono)
     if samples.ndim != 1:
         raise InvalidArgumentError(f"samples_mono.shape={samples.shape} must be 1-D; mix down with to_mono first")
     if not np.isfinite(samples).all():
         raise InvalidAudioError("samples contain non-finite values (NaN or Inf)")
     if orig_sr == target_sr:
-        return samples.astype(np.float32, copy=True)
+        return samples.astype(dtype, copy=True)
     if resampler == "soxr_hq":
-        stream = _soxr_stream(orig_sr, target_sr)
-        return stream.resample_chunk(samples.astype(np.float32, copy=False), last=True)
-    return _resampy(samples, orig_sr, target_sr)
+        stream = _soxr_stream(orig_sr, target_sr, dtype)
+        return stream.resample_chunk(samples.astype(dtype, copy=False), last=True)
+    from vggish_tf2 import kaiser
+
+    out = kaiser.resample_kaiser_best(samples.astype(np.float64, copy=False), _integer_rate("orig_sr", orig_sr),
+                                      target_sr=_integer_rate("target_sr", target_sr))
+    return out.astype(dtype, copy=False)
 
 
 def stream_audio(
@@ -411,66 +426,62 @@ def stream_audio(
     *,
     resampler: str = DEFAULT_RESAMPLER,
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    dtype: type = np.float32,
 ) -> Iterator[np.ndarray]:
-    """Decode ``path`` block by block into float32 mono 16 kHz chunks, in bounded memory.
+    """Decode ``path`` block by block into mono 16 kHz chunks of ``dtype``, in bounded memory.
 
     The file is opened (and checked) when this is called; decoding happens as the iterator is
     consumed. Chunk lengths vary (resampling delay, the last block): callers must not rely on
     them. The concatenation equals :func:`load_audio` exactly, whatever ``chunk_seconds``: 16 kHz
     input is only mixed down, and soxr's streaming resampler gives the same samples for any
-    chunking. ``"kaiser_best"`` (resampy) cannot stream: it reads the whole file first, so its
-    memory grows with file length. An error found mid-file (truncation, NaN) is raised after
-    the chunks before it were yielded: discard them.
+    chunking, and so does ``"kaiser_best"`` (:class:`vggish_tf2.kaiser.KaiserBestStream`). With
+    ``dtype=float64`` samples stay float64 from decoding on (the reference's precision). An error
+    found mid-file (truncation, NaN) is raised after the chunks before it were yielded: discard them.
     """
     _check_resampler(resampler)
+    dtype = _check_dtype(dtype)
     if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
         raise InvalidArgumentError(f"chunk_seconds={chunk_seconds!r} must be a finite number > 0")
     source = _open_source(path)
     if source.info.frames == 0 and isinstance(source, _SoundfileSource):
         source.close()
         raise InvalidAudioError(f"{os.fspath(path)}: contains 0 samples")
-    return _stream(source, resampler, chunk_seconds)
+    return _stream(source, resampler, chunk_seconds, dtype)
 
 
-def load_audio(path: PathLike, *, resampler: str = DEFAULT_RESAMPLER) -> np.ndarray:
-    """The whole file as float32 mono 16 kHz [n]: by construction the concatenation of :func:`stream_audio`."""
-    chunks = list(stream_audio(path, resampler=resampler))
+def load_audio(path: PathLike, *, resampler: str = DEFAULT_RESAMPLER, dtype: type = np.float32) -> np.ndarray:
+    """The whole file as mono 16 kHz ``dtype`` [n]: by construction the concatenation of :func:`stream_audio`."""
+    chunks = list(stream_audio(path, resampler=resampler, dtype=dtype))
     if not chunks:
-        return np.zeros(0, np.float32)
+        return np.zeros(0, _check_dtype(dtype))
     return np.concatenate(chunks)
 
 
 # --- Helpers ----------------------------------------------------------------------------------
-def _stream(source, resampler: str, chunk_seconds: float) -> Iterator[np.ndarray]:
+def _stream(source, resampler: str, chunk_seconds: float, dtype: type) -> Iterator[np.ndarray]:
     target = params.SAMPLE_RATE
     try:
         rate = source.info.sample_rate
         block_frames = _block_frames(chunk_seconds, rate)
         decoded = 0
         if rate == target:
-            for block in source.blocks(block_frames):
-                decoded += len(block)
-                yield to_mono(block)
+            stream = None
         elif resampler == "soxr_hq":
-            stream = _soxr_stream(rate, target)
-            for block in source.blocks(block_frames):
-                decoded += len(block)
-                out = stream.resample_chunk(to_mono(block))
-                if out.size:
-                    yield out
-            if decoded:
-                tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
-                if tail.size:
-                    yield tail
+            stream = _soxr_stream(rate, target, dtype)
         else:
-            blocks = [to_mono(block) for block in source.blocks(block_frames)]
-            decoded = sum(len(b) for b in blocks)
-            if decoded:
-                whole = _resampy(np.concatenate(blocks), rate, target)
-                del blocks
-                step = _block_frames(chunk_seconds, target)
-                for start in range(0, len(whole), step):
-                    yield whole[start:start + step]
+            from vggish_tf2 import kaiser
+
+            stream = kaiser.KaiserBestStream(_integer_rate(f"{os.fspath(source.path)}: sample rate", rate), target_sr=target)
+        for block in source.blocks(block_frames, dtype):
+            decoded += len(block)
+            mono = to_mono(block, dtype=dtype)
+            out = mono if stream is None else _resample_chunk(stream, mono, dtype)
+            if out.size:
+                yield out
+        if stream is not None and decoded:
+            tail = _resample_chunk(stream, None, dtype)
+            if tail.size:
+                yield tail
         if decoded == 0:
             raise InvalidAudioError(f"{os.fspath(source.path)}: contains 0 samples")
         logger.debug("%s: %d frames at %d Hz decoded", source.path, decoded, rate)
@@ -478,20 +489,32 @@ def _stream(source, resampler: str, chunk_seconds: float) -> Iterator[np.ndarray
         source.close()
 
 
-def _soxr_stream(orig_sr: float, target_sr: float) -> soxr.ResampleStream:
-    return soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32", quality="HQ")
+def _resample_chunk(stream, mono: np.ndarray | None, dtype: type) -> np.ndarray:
+    """One chunk through a soxr or kaiser_best stream; ``None`` flushes it."""
+    if isinstance(stream, soxr.ResampleStream):
+        if mono is None:
+            return stream.resample_chunk(np.zeros(0, dtype), last=True)
+        return stream.resample_chunk(mono)
+    out = stream.flush() if mono is None else stream.process(mono)  # float64
+    return out.astype(dtype, copy=False)
 
 
-def _resampy(samples: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
-    try:
-        import resampy
-    except ImportError as e:
-        raise InvalidArgumentError(
-            "resampler='kaiser_best' needs resampy: pip install resampy (or vggish-tf2[reference])"
-        ) from e
-    # float64 as in the reference, which resamples int16 / 32768.0 (a float64 array).
-    out = resampy.resample(samples.astype(np.float64), orig_sr, target_sr, filter="kaiser_best")
-    return out.astype(np.float32)
+def _soxr_stream(orig_sr: float, target_sr: float, dtype: type = np.float32) -> soxr.ResampleStream:
+    return soxr.ResampleStream(orig_sr, target_sr, 1, dtype=np.dtype(dtype).name, quality="HQ")
+
+
+def _integer_rate(name: str, value: float) -> int:
+    # kaiser_best's polyphase filter needs a rational ratio; every real file has an integer rate.
+    if float(value) != int(value):
+        raise InvalidArgumentError(f"{name}={value!r} must be a whole number of Hz for resampler='kaiser_best'")
+    return int(value)
+
+
+def _check_dtype(dtype) -> type:
+    resolved = np.dtype(dtype).type
+    if resolved not in SAMPLE_DTYPES:
+        raise InvalidArgumentError(f"dtype={dtype!r} must be float32 or float64")
+    return resolved
 
 
 def _block_frames(chunk_seconds: float, rate: float) -> int:

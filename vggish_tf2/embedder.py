@@ -12,6 +12,7 @@ TensorFlow's runtime, after which most device settings can no longer change.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,7 +25,15 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from vggish_tf2 import audio, config, params, windows
-from vggish_tf2.errors import InvalidArgumentError, InvalidAudioError, ModelError, VGGishError
+from vggish_tf2.errors import (
+    InternalError,
+    InvalidArgumentError,
+    InvalidAudioError,
+    ModelError,
+    ModelNotFoundError,
+    VGGishError,
+    one_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +54,18 @@ class FileResult:
 
     @property
     def ok(self) -> bool:
+        """Decoded without error (a clip too short for one example is ok, and also `skipped`)."""
         return self.error is None
+
+    @property
+    def skipped(self) -> bool:
+        """Decoded, but no example: shorter than one example (0.975 s) with short_clips="drop"."""
+        return self.error is None and self.embedding is not None and len(self.embedding) == 0
+
+    @property
+    def status(self) -> str:
+        """"ok", "skipped" or "failed": the word the CLI's manifest and summary use."""
+        return "failed" if self.error is not None else ("skipped" if self.skipped else "ok")
 
 
 @dataclasses.dataclass
@@ -58,9 +78,9 @@ class EmbedderStats:
     failed_files: int = 0
     examples: int = 0
     audio_seconds: float = 0.0
-    decode_seconds: float = 0.0  # summed over decoding threads
-    device_seconds: float = 0.0
-    wall_seconds: float = 0.0
+    decode_seconds: float = 0.0  # summed over decoding threads (may exceed wall_seconds)
+    device_seconds: float = 0.0  # inside device steps; at most wall_seconds
+    wall_seconds: float = 0.0  # summed over embed, embed_windows and embed_files calls
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,15 +137,17 @@ class Embedder:
         self.hop_samples = params.example_hop_samples(hop_seconds)
         self.short_clips = short_clips
         windows.count_examples(0, hop_samples=self.hop_samples, short_clips=short_clips)  # validates both
-        audio.resample(np.zeros(1, np.float32), params.SAMPLE_RATE, resampler=resampler)  # validates the name
+        if resampler not in audio.RESAMPLERS:
+            raise InvalidArgumentError(f"resampler={resampler!r} must be one of {', '.join(audio.RESAMPLERS)}")
         self.resampler = resampler
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+        model_path = self._check_model_location(model)  # before TensorFlow: a wrong path fails at once
 
         # Devices first: loading the model initializes TF's runtime.
         self.plan = device_module.configure_devices(preference, memory_fraction=fraction, allow_growth=growth, devices=devices)
-        self._load_model(model, verify_hashes=verify_model_hashes)
-        default_precision = "float32" if self.plan.device_type is device_module.DeviceType.METAL else "float64"
-        self.frontend_precision = frontend_precision or default_precision
+        compute = device_module.resolve_compute_options(self.plan, frontend_precision=frontend_precision, jit_compile=jit_compile)
+        self.frontend_precision = compute.frontend_precision
+        self._load_model(model, model_path, verify_hashes=verify_model_hashes)
         per_device = device_module.suggest_batch_size(self.plan) if batch_size == "auto" else batch_size
         self._runner = None
         if self._export is not None:
@@ -137,18 +159,43 @@ class Embedder:
                 batch_size=per_device,
                 frontend_precision=self.frontend_precision,
                 compute_dtype=compute_dtype,
-                jit_compile=jit_compile,
+                jit_compile=compute.jit_compile,
+                frontend_device=compute.frontend_device,
             )
         self.compute_dtype = compute_dtype
-        self.stats = EmbedderStats(device=", ".join(self.plan.device_names), batch_size=per_device)
+        # float64 samples from decoding to a float64 front end, as the reference's; float32 otherwise.
+        self.sample_dtype = self._runner.window_dtype if self._runner is not None else np.float32
+        self.stats = EmbedderStats(device=", ".join(self.plan.device_names), batch_size=self.batch_size)
         self._stats_lock = threading.Lock()
 
     # --- model -------------------------------------------------------------------------------
-    def _load_model(self, model, *, verify_hashes: bool) -> None:
+    @staticmethod
+    def _check_model_location(model) -> Path | None:
+        """The export directory `model` names (None for a TF Hub handle), checked without TF."""
+        if isinstance(model, str) and _is_hub_handle(model):
+            return None
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise InvalidArgumentError(f"model={model!r} must be a model directory path or a TF Hub handle")
+        path = Path(model) if model is not None else default_model_dir()
+        if not path.exists():
+            raise ModelNotFoundError(
+                f"{path}: no model here. Convert Google's checkpoint once with "
+                "`python -m convert.checkpoint_to_savedmodel --download` (or --checkpoint/--pca-params for your own "
+                "copies); `bash scripts/demo.sh` makes a SYNTHETIC one (not VGGish numbers) for trying things out; "
+                "or pass model=DIR / set VGGISH_MODEL_DIR"
+            )
+        return path
+
+    def _load_model(self, model, path: Path | None, *, verify_hashes: bool) -> None:
         self._export = None
         self._hub_model = None
-        if isinstance(model, str) and _is_hub_handle(model):
-            import tensorflow_hub as hub
+        if path is None:
+            try:
+                import tensorflow_hub as hub
+            except ImportError as e:
+                raise InvalidArgumentError(
+                    f"model={model!r} is a TF Hub handle, which needs tensorflow-hub: pip install 'vggish-tf2[hub]'"
+                ) from e
 
             # A TF Hub VGGish (google/vggish/1): one waveform per call, tf.signal's mel matrix,
             # no PCA. Supported for comparison; batching and exact reference numbers need an export.
@@ -156,16 +203,13 @@ class Embedder:
             self.model_path = model
             self.metadata: dict[str, Any] = {"source": model, "has_pca": False, "synthetic_weights": False}
             return
-        if model is not None and not isinstance(model, (str, os.PathLike)):
-            raise InvalidArgumentError(f"model={model!r} must be a model directory path or a TF Hub handle")
         from vggish_tf2.model import load_export
 
-        path = Path(model) if model is not None else default_model_dir()
         self._export = load_export(path, verify_hashes=verify_hashes)
         self.model_path = str(path)
         self.metadata = self._export.metadata
         if self._export.synthetic_weights:
-            logger.warning("%s holds SYNTHETIC WEIGHTS: its outputs are not VGGish embeddings", path)
+            logger.warning("%s: SYNTHETIC WEIGHTS: these are not VGGish embeddings", path)
 
     @property
     def device(self) -> str:
@@ -175,6 +219,7 @@ class Embedder:
 
     @property
     def batch_size(self) -> int:
+        """Examples per device per step: a multiple of vggish_tf2.step.STEP_EXAMPLES (1 for TF Hub)."""
         return self._runner.batch_size if self._runner is not None else 1
 
     @property
@@ -187,20 +232,37 @@ class Embedder:
 
     # --- the device stage ----------------------------------------------------------------------
     def embed_windows(self, example_windows: np.ndarray) -> np.ndarray:
-        """Embeddings float32 [n, 128] of example windows float32 [n, 15600] (16 kHz)."""
-        example_windows = np.asarray(example_windows, dtype=np.float32)
+        """Embeddings float32 [n, 128] of example windows [n, 15600] (16 kHz, float32 or float64).
+
+        Each row's embedding depends on that row alone, bit for bit: not on n, its place or the
+        other rows (see vggish_tf2.step).
+        """
+        with self._wall_clock():
+            return self._embed_rows(example_windows)
+
+    def _embed_rows(self, example_windows: np.ndarray) -> np.ndarray:
+        example_windows = np.asarray(example_windows)
         if example_windows.ndim != 2 or example_windows.shape[1] != params.EXAMPLE_WINDOW_SAMPLES:
             raise InvalidArgumentError(f"windows.shape={example_windows.shape} must be [n, {params.EXAMPLE_WINDOW_SAMPLES}]")
         if self._runner is not None:
             started = time.perf_counter()
-            out = self._runner.run(example_windows)
+            out = self._runner.run(example_windows.astype(self.sample_dtype, copy=False))
             with self._stats_lock:
                 self.stats.device_seconds += time.perf_counter() - started
                 self.stats.examples += len(out)
             return out
         # TF Hub model: each window is exactly one example of its 1-D signature.
-        rows = [np.asarray(self._hub_model(w))[:1] for w in example_windows]
+        rows = [np.asarray(self._hub_model(w.astype(np.float32)))[:1] for w in example_windows]
         return np.concatenate(rows) if rows else np.zeros((0, params.EMBEDDING_SIZE), np.float32)
+
+    @contextlib.contextmanager
+    def _wall_clock(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._stats_lock:
+                self.stats.wall_seconds += time.perf_counter() - started
 
     def postprocess(self, embeddings: np.ndarray) -> np.ndarray:
         """AudioSet's PCA + 8-bit quantization: float32 [N, 128] -> uint8 [N, 128]."""
@@ -218,17 +280,25 @@ class Embedder:
         waveform = np.asarray(waveform)
         if waveform.ndim not in (1, 2):
             raise InvalidAudioError(f"waveform.shape={waveform.shape} must be [samples] or [samples, channels]")
+        if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0]:
+            # More channels than samples: almost surely librosa's channels-first layout, which
+            # would otherwise be read as a handful of samples and silently give no example.
+            raise InvalidAudioError(
+                f"waveform.shape={waveform.shape} looks channels-first ([channels, samples], librosa's layout); "
+                "pass waveform.T: embed expects [samples] or [samples, channels]"
+            )
         if not np.issubdtype(waveform.dtype, np.floating):
             raise InvalidAudioError(f"waveform dtype {waveform.dtype} must be floating point in [-1, 1]")
         if not np.all(np.isfinite(waveform)):
             raise InvalidAudioError("waveform contains non-finite samples (NaN or Inf)")
-        mono = audio.to_mono(waveform) if waveform.ndim == 2 else waveform.astype(np.float32)
-        if sample_rate != params.SAMPLE_RATE:
-            mono = audio.resample(mono, sample_rate, resampler=self.resampler)
-        rows = windows.frame_windows(mono, hop_samples=self.hop_samples, short_clips=self.short_clips)
-        with self._stats_lock:
-            self.stats.audio_seconds += len(mono) / params.SAMPLE_RATE
-        return self.embed_windows(rows)
+        with self._wall_clock():
+            mono = audio.to_mono(waveform, dtype=self.sample_dtype)
+            if sample_rate != params.SAMPLE_RATE:
+                mono = audio.resample(mono, sample_rate, resampler=self.resampler, dtype=self.sample_dtype)
+            rows = windows.frame_windows(mono, hop_samples=self.hop_samples, short_clips=self.short_clips, dtype=self.sample_dtype)
+            with self._stats_lock:
+                self.stats.audio_seconds += len(mono) / params.SAMPLE_RATE
+            return self._embed_rows(rows)
 
     def timestamps(self, count: int) -> np.ndarray:
         """Start time in seconds of each of `count` examples."""
@@ -237,14 +307,18 @@ class Embedder:
     # --- files ---------------------------------------------------------------------------------
     def embed_file(self, path: str | os.PathLike) -> np.ndarray:
         """Embeddings float32 [N, 128] of an audio file (streamed: memory is flat in its length)."""
-        result = next(iter(self.embed_files([path])))
+        results = self.embed_files([path])
+        try:
+            result = next(results)
+        finally:
+            results.close()
         if result.error is not None:
             raise result.error
         return result.embedding
 
     def _file_blocks(self, path: Path) -> Iterator[tuple[np.ndarray, float]]:
         """Blocks of windows of one file, and the number of 16 kHz samples decoded so far."""
-        chunks = audio.stream_audio(path, resampler=self.resampler)
+        chunks = audio.stream_audio(path, resampler=self.resampler, dtype=self.sample_dtype)
         decoded = 0
 
         def counted():
@@ -254,40 +328,43 @@ class Embedder:
                 yield chunk
 
         block: list[np.ndarray] = []
-        for window in windows.iter_windows(counted(), hop_samples=self.hop_samples, short_clips=self.short_clips):
+        example_windows = windows.iter_windows(counted(), hop_samples=self.hop_samples, short_clips=self.short_clips,
+                                               dtype=self.sample_dtype)
+        for window in example_windows:
             block.append(window)
             if len(block) == BLOCK_WINDOWS:
                 yield np.stack(block), decoded
                 block = []
-        yield (np.stack(block) if block else np.zeros((0, params.EXAMPLE_WINDOW_SAMPLES), np.float32)), decoded
+        yield (np.stack(block) if block else np.zeros((0, params.EXAMPLE_WINDOW_SAMPLES), self.sample_dtype)), decoded
 
     def _decode_into(self, path: Path, out: queue.Queue, cancelled: threading.Event) -> None:
+        """Decode one file into `out` as ("block", windows, samples) items, then ("end", ...),
+        ("error", e, ...) for a fault of the file, or ("bug", e, ...) for anything else. Every
+        hand-over gives up when `cancelled` is set, so a closed embed_files never waits on it."""
         started = time.perf_counter()
         try:
             for block, decoded in self._file_blocks(path):
-                while not cancelled.is_set():
-                    try:
-                        out.put(("block", block, decoded), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if cancelled.is_set():
+                if not _hand_over(out, ("block", block, decoded), cancelled):
                     return
-            out.put(("end", None, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which reports it per file
-            out.put(("error", e, None))
+            _hand_over(out, ("end", None, None), cancelled)
+        except (VGGishError, OSError) as e:  # the file's fault (our own errors name it): this file only
+            _hand_over(out, ("error", e, None), cancelled)
+        except BaseException as e:  # noqa: BLE001 - a bug (TypeError, MemoryError, ...): stops the run
+            _hand_over(out, ("bug", e, None), cancelled)
         finally:
             with self._stats_lock:
                 self.stats.decode_seconds += time.perf_counter() - started
 
     def embed_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[FileResult]:
         """FileResult per path, in input order. Files are decoded ahead on `workers` threads and their
-        examples packed into full device batches. A file that fails yields a FileResult with
-        `.error` set (the others go on)."""
+        examples packed into full device batches. A file that cannot be read or decoded yields a
+        FileResult with `.error` set (the others go on); anything else (a bug) raises InternalError
+        naming the file. Closing the iterator early (break, Ctrl-C) stops the decoding threads."""
         from vggish_tf2.batching import pack_and_run
 
         paths = [Path(p) for p in paths]
         started = time.perf_counter()
+        counted_until = started  # wall time up to here is already in stats.wall_seconds
         cancelled = threading.Event()
         queues: dict[int, queue.Queue] = {}
         outcome: dict[int, dict[str, Any]] = {}
@@ -304,6 +381,7 @@ class Embedder:
                 submitted += 1
 
         def blocks() -> Iterator[tuple[int, np.ndarray, bool]]:
+            empty = np.zeros((0, params.EXAMPLE_WINDOW_SAMPLES), self.sample_dtype)
             for index in range(len(paths)):
                 submit_up_to(index + 1 + lookahead)
                 q = queues[index]
@@ -318,30 +396,33 @@ class Embedder:
                         pending_block = payload
                         state["samples"] = decoded
                     elif kind == "end":
-                        yield index, pending_block if pending_block is not None else _EMPTY, True
+                        yield index, pending_block if pending_block is not None else empty, True
                         break
-                    else:
+                    elif kind == "error":
                         state["error"] = payload
                         # Rows already queued for this file are still computed; they are discarded.
-                        yield index, _EMPTY, True
+                        yield index, empty, True
                         break
+                    else:
+                        raise _internal_error(paths[index], payload)
                 del queues[index]
 
         try:
             runner = self._runner
-            run = self.embed_windows
             rows_per_step = (lambda: runner.rows_per_step) if runner is not None else (lambda: 1)
-            for index, embedding in pack_and_run(blocks(), run, rows_per_step=rows_per_step):
+            for index, embedding in pack_and_run(blocks(), self._embed_rows, rows_per_step=rows_per_step):
                 state = outcome.pop(index)
                 duration = state["samples"] / params.SAMPLE_RATE
+                now = time.perf_counter()
                 with self._stats_lock:
                     self.stats.device = self.device
                     self.stats.files += 1
-                    self.stats.wall_seconds = time.perf_counter() - started
+                    self.stats.wall_seconds += now - counted_until
                     if state["error"] is not None:
                         self.stats.failed_files += 1
                     else:
                         self.stats.audio_seconds += duration
+                counted_until = now
                 if state["error"] is not None:
                     yield FileResult(paths[index], None, None, None, error=_as_vggish_error(paths[index], state["error"]))
                 else:
@@ -349,6 +430,8 @@ class Embedder:
         finally:
             cancelled.set()
             executor.shutdown(wait=True, cancel_futures=True)
+            with self._stats_lock:
+                self.stats.wall_seconds += time.perf_counter() - counted_until
 
     def log_stats(self) -> None:
         s = self.stats
@@ -360,14 +443,28 @@ class Embedder:
         )
 
 
-_EMPTY = np.zeros((0, params.EXAMPLE_WINDOW_SAMPLES), np.float32)
+def _hand_over(out: queue.Queue, item: tuple, cancelled: threading.Event) -> bool:
+    """Put `item` into `out`, waiting while it is full; False (item dropped) once `cancelled` is set."""
+    while not cancelled.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _as_vggish_error(path: Path, error: BaseException) -> BaseException:
     if isinstance(error, VGGishError):
         return error
+    wrapped = InvalidAudioError(f"{path}: {type(error).__name__}: {one_line(error)}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _internal_error(path: Path, error: BaseException) -> BaseException:
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
-        raise error
-    wrapped = InvalidAudioError(f"{path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        return error
+    wrapped = InternalError(f"{path}: {type(error).__name__} while decoding: {one_line(error)} (this is a bug in vggish-tf2)")
     wrapped.__cause__ = error
     return wrapped

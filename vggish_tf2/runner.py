@@ -1,11 +1,14 @@
 """The device step: example windows [B, 15600] -> embeddings [B, 128], on one or several devices.
 
-One fixed-shape tf.function per batch size (front end + network), so it traces once and can be
-XLA-compiled. With several devices, each holds a copy of the weights and gets an equal slice of
-the batch; the slices run concurrently inside one graph and are concatenated in order.
+A step holds `batch_size` rows per device, a multiple of step.STEP_EXAMPLES; each device runs
+its rows through vggish_tf2.step, whose network calls all have one shape, so an example's
+embedding does not depend on the batch size, its row, its neighbours or the device count. With
+several devices, each holds a copy of the weights and gets an equal share of the step; the
+shares run concurrently inside one graph and are concatenated in order.
 
-Out of memory never loses an example: the batch size is halved and the same rows are run again;
-a GPU that still fails at the smallest batch is given up for the CPU, with a warning.
+Out of memory never loses an example: the batch size is halved (down to one slice of
+STEP_EXAMPLES rows) and the same rows are run again; a GPU that still fails at one slice is given
+up for the CPU, with a warning.
 """
 from __future__ import annotations
 
@@ -17,12 +20,18 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from vggish_tf2 import devices, frontend, params
-from vggish_tf2.network import copy_to_device, forward
+from vggish_tf2 import devices, frontend, params, step
+from vggish_tf2.network import copy_to_device
 
 logger = logging.getLogger(__name__)
 
-MIN_BATCH_SIZE = devices.MIN_BATCH_SIZE
+MIN_BATCH_SIZE = step.STEP_EXAMPLES  # one fixed-shape slice per device
+
+
+def rows_per_device(batch_size: int) -> int:
+    """`batch_size` rounded down to a multiple of STEP_EXAMPLES (at least one slice): a step never
+    pads rows it could have filled."""
+    return max(1, int(batch_size) // step.STEP_EXAMPLES) * step.STEP_EXAMPLES
 
 
 @dataclasses.dataclass
@@ -48,12 +57,14 @@ class DeviceRunner:
         frontend_precision: str = "float64",
         compute_dtype: str = "float32",
         jit_compile: bool = False,
+        frontend_device: str | None = None,
     ):
         self._source = network_module
         self._precision = frontend.check_precision(frontend_precision)
         self._compute_dtype = compute_dtype
         self._jit_compile = bool(jit_compile)
-        self.batch_size = int(batch_size)
+        self._frontend_device = frontend_device
+        self.batch_size = rows_per_device(batch_size)
         self.stats = RunnerStats()
         self._build(tuple(device_names))
 
@@ -74,17 +85,17 @@ class DeviceRunner:
             replicas = [copy_to_device(self._source, name) for name in device_names]
 
         def replica_step(weights):
-            def step(windows):  # [b,15600] -> [b,128]
-                features = frontend.log_mel_windows(windows, precision=self._precision)  # [b,96,64]
-                return forward(weights, tf.cast(features, tf.float32), compute_dtype=self._compute_dtype)
+            def replica(windows):  # [b,15600] -> [b,128], b a multiple of STEP_EXAMPLES
+                return step.embed_windows(weights, windows, precision=self._precision, compute_dtype=self._compute_dtype,
+                                          frontend_device=self._frontend_device)
 
-            return tf.function(step, jit_compile=self._jit_compile)
+            return tf.function(replica, jit_compile=self._jit_compile)
 
         replica_fns = [replica_step(w) for w in replicas]
         self.replica_functions = tuple(replica_fns)  # one tf.function per device (XLA-compiled with jit_compile)
 
         @tf.function
-        def step(windows):  # [R*b, 15600] -> [R*b, 128]
+        def all_replicas(windows):  # [R*b, 15600] -> [R*b, 128]
             parts = tf.split(windows, len(device_names))
             outputs = []
             for name, fn, part in zip(device_names, replica_fns, parts):
@@ -92,7 +103,13 @@ class DeviceRunner:
                     outputs.append(fn(part))
             return tf.concat(outputs, 0)
 
-        self._step = step
+        self._step = all_replicas
+
+    @property
+    def window_dtype(self) -> type:
+        """The dtype windows are computed in: float64 for the float64 front end (the reference's
+        precision from decoding on), else float32."""
+        return np.float64 if self._precision == "float64" else np.float32
 
     def run(self, rows: np.ndarray) -> np.ndarray:
         """Embeddings float32 [n, 128] of windows [n, 15600], any n, in order."""
@@ -113,7 +130,7 @@ class DeviceRunner:
 
     def _run_step(self, rows: np.ndarray) -> np.ndarray:
         take = len(rows)
-        batch = np.zeros((self._padded_rows(take), params.EXAMPLE_WINDOW_SAMPLES), np.float32)
+        batch = np.zeros((self._padded_rows(take), params.EXAMPLE_WINDOW_SAMPLES), self.window_dtype)
         batch[:take] = rows  # padded rows are computed and discarded
         started = time.perf_counter()
         result = self._step(tf.constant(batch)).numpy()[:take]
@@ -123,19 +140,16 @@ class DeviceRunner:
         return result
 
     def _padded_rows(self, take: int) -> int:
-        """Rows to compute for `take` real rows: a full step, or for a short last step the next
-        power of two per device, so a few shapes are traced once each and a 3-example call does
-        not pay for 256."""
+        """Rows to compute for `take` real rows: whole slices per device, so a 3-example call
+        computes one slice per device, not a full step."""
         replicas = len(self._device_names)
-        per_device = MIN_BATCH_SIZE
-        while per_device * replicas < take:
-            per_device *= 2
+        per_device = step.padded_rows(-(-take // replicas))
         return min(per_device, self.batch_size) * replicas
 
     def _recover_from_oom(self, error: Exception) -> None:
         self.stats.oom_retries += 1
         if self.batch_size > MIN_BATCH_SIZE:
-            self.batch_size //= 2
+            self.batch_size = rows_per_device(self.batch_size // 2)
             logger.warning("out of memory on %s; retrying with batch size %d", ", ".join(self._device_names), self.batch_size)
             return
         if self._device_names == (devices.CPU_DEVICE_NAME,):
@@ -145,5 +159,5 @@ class DeviceRunner:
             "falling back to the CPU", RuntimeWarning, stacklevel=3,
         )
         self.stats.cpu_fallbacks += 1
-        self.batch_size = devices.CPU_BATCH_SIZE
+        self.batch_size = rows_per_device(devices.CPU_BATCH_SIZE)
         self._build((devices.CPU_DEVICE_NAME,))

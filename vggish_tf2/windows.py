@@ -48,8 +48,12 @@ def iter_windows(
     *,
     hop_samples: int = params.EXAMPLE_HOP_SAMPLES,
     short_clips: str = "drop",
+    dtype: type = np.float32,
 ) -> Iterator[np.ndarray]:
-    """Yield float32 [15600] windows from consecutive 1-D chunks of one 16 kHz mono signal.
+    """Yield [15600] windows of ``dtype`` from consecutive 1-D chunks of one 16 kHz mono signal.
+
+    ``dtype`` is float64 for the float64 front end: the reference's samples are float64 all the
+    way to its log-mel, and a float32 cast on the way moves embeddings by up to 4e-5 x max|e|.
 
     Memory stays bounded whatever the signal length: only samples that a later window still
     needs are kept (the 240-sample overlap at the default hop), plus the current chunk.
@@ -57,6 +61,7 @@ def iter_windows(
     """
     _check_hop(hop_samples)
     _check_policy(short_clips)
+    dtype = _check_dtype(dtype)
     pieces: list[np.ndarray] = []  # pending samples, joined only once a window is complete
     pending = 0  # samples in pieces
     buffer_start = 0  # absolute index of the first pending sample in the signal
@@ -68,7 +73,7 @@ def iter_windows(
             raise InvalidAudioError(f"chunk.shape={chunk.shape} must be 1-D (mono samples)")
         if chunk.size == 0:
             continue
-        pieces.append(np.array(chunk, dtype=np.float32))  # a copy: callers may reuse their buffer
+        pieces.append(np.array(chunk, dtype=dtype))  # a copy: callers may reuse their buffer
         pending += len(chunk)
         if next_start + WINDOW_SAMPLES > buffer_start + pending:
             continue  # joining now would cost a copy per tiny chunk
@@ -86,8 +91,8 @@ def iter_windows(
         buffer_start += keep_from
     if emitted == 0:
         # Nothing was ever dropped before the first window, so the pieces are the whole clip.
-        clip = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        short = _short_window(clip, short_clips)
+        clip = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+        short = _short_window(clip, short_clips, dtype)
         if short is not None:
             yield short
 
@@ -97,32 +102,44 @@ def frame_windows(
     *,
     hop_samples: int = params.EXAMPLE_HOP_SAMPLES,
     short_clips: str = "drop",
+    dtype: type = np.float32,
 ) -> np.ndarray:
-    """All windows of a whole 1-D 16 kHz signal: float32 [N, 15600], equal to stacking :func:`iter_windows`."""
+    """All windows of a whole 1-D 16 kHz signal: [N, 15600] of ``dtype``, equal to stacking :func:`iter_windows`."""
     _check_hop(hop_samples)
     _check_policy(short_clips)
+    dtype = _check_dtype(dtype)
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise InvalidAudioError(f"samples.shape={samples.shape} must be 1-D (mono samples)")
-    samples = samples.astype(np.float32, copy=False)
+    samples = samples.astype(dtype, copy=False)
     if len(samples) < WINDOW_SAMPLES:
-        short = _short_window(samples, short_clips)
-        return np.zeros((0, WINDOW_SAMPLES), np.float32) if short is None else short[np.newaxis]
+        short = _short_window(samples, short_clips, dtype)
+        return np.zeros((0, WINDOW_SAMPLES), dtype) if short is None else short[np.newaxis]
     view = np.lib.stride_tricks.sliding_window_view(samples, WINDOW_SAMPLES)[::hop_samples]
     return np.ascontiguousarray(view)
 
 
-def _short_window(clip: np.ndarray, policy: str) -> np.ndarray | None:
+def _short_window(clip: np.ndarray, policy: str, dtype: type) -> np.ndarray | None:
     if policy == "drop":
         return None
     if len(clip) == 0:
         raise InvalidAudioError(f"0 samples: nothing to {policy} (short_clips={policy!r})")
     if policy == "pad":
-        window = np.zeros(WINDOW_SAMPLES, np.float32)
+        window = np.zeros(WINDOW_SAMPLES, dtype)
         window[:len(clip)] = clip
         return window
     repeats = -(-WINDOW_SAMPLES // len(clip))  # ceil division
-    return np.tile(clip.astype(np.float32, copy=False), repeats)[:WINDOW_SAMPLES].copy()
+    return np.tile(clip.astype(dtype, copy=False), repeats)[:WINDOW_SAMPLES].copy()
+
+
+WINDOW_DTYPES = (np.float32, np.float64)
+
+
+def _check_dtype(dtype) -> type:
+    resolved = np.dtype(dtype).type
+    if resolved not in WINDOW_DTYPES:
+        raise InvalidArgumentError(f"dtype={dtype!r} must be float32 or float64")
+    return resolved
 
 
 def _check_hop(hop_samples: int) -> None:
