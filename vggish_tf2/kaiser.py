@@ -6,12 +6,13 @@ a windowed sinc read from a table: for the left wing, taps ``x[n - i]`` with wei
 ``win[o + i * step] + eta * delta[o + i * step]``, where ``n = int(t)`` and the table offset ``o``
 and the fraction ``eta`` come from ``t - n``; the right wing likewise on ``x[n + 1 + i]``. Outputs
 ``g, g + G, g + 2G, ...`` share a phase (``G`` outputs span a whole number of inputs), so their
-weights are one column of a matrix and a block of outputs is ``X @ H``: input windows by filter
-columns. The ``eta`` terms stay separate columns (``y = A + eta_left * B_left + eta_right *
-B_right``), so each output uses the ``eta`` resampy computes for it in float64, drift included; an
-output whose ``n`` or offsets differ from its phase's (float64 ``t`` drifts from the exact rational
-time on long files) is computed on its own, as are all outputs of rates with too many phases for
-a matrix of reasonable size (odd rates such as 22,051 Hz).
+weights (resampy's, at the phase's first ``eta``) are one column of a matrix and a block of outputs
+is ``X @ W``: input windows by filter columns. Where float64 ``t`` is not exact (44.1 kHz: the time
+step 2.75625 is not a binary fraction), an output's ``eta`` differs slightly from its phase's, and
+``(eta - eta_phase) * (X @ D)`` with the table's differences ``D`` adds the rest, so each output
+uses the ``eta`` resampy computes for it, drift included. An output whose ``n`` or table offsets
+differ from its phase's is computed on its own (none did over 3 hours at 11.025 or 44.1 kHz), as
+are all outputs of rates with too many phases for a matrix of reasonable size (such as 22,051 Hz).
 
 Results agree with resampy to rounding (summation order): see tests/test_kaiser.py for the
 measured differences. Memory is flat in file length: a stream keeps a block of input and the
@@ -167,8 +168,8 @@ class _Plan:
     block_outputs: int  # outputs per block (a multiple of `period` on the matrix path)
     period: int  # G: outputs per group of phases; 0 on the per-sample path
     period_inputs: int  # input samples spanned by `period` outputs
-    nominal: tuple[np.ndarray, np.ndarray, np.ndarray]  # [G] n, left offset, right offset of each phase
-    chunks: tuple[tuple[int, int, int, np.ndarray], ...]  # (g0, g1, first input, H [width, 3 (g1 - g0)])
+    nominal: tuple[np.ndarray, ...]  # [G] n, left offset, left eta, right offset, right eta of each phase
+    chunks: tuple[tuple[int, int, int, np.ndarray, np.ndarray], ...]  # (g0, g1, first input, weights, deltas)
 
     def input_span(self, first: int, end: int) -> tuple[int, int]:
         """[lo, hi): the input samples that outputs first..end-1 may read (margins included)."""
@@ -194,12 +195,16 @@ class _Plan:
             return self.direct(buffer, start, *self.phases(first, end))
         rows = -(-(end - first) // self.period)
         n, offset_left, eta_left, offset_right, eta_right = self.phases(first, first + rows * self.period)
-        eta_left = eta_left.reshape(rows, self.period)
-        eta_right = eta_right.reshape(rows, self.period)
+        nominal_n, nominal_left, nominal_eta_left, nominal_right, nominal_eta_right = self.nominal
+        # How far each output's eta is from its phase's: exactly 0 when time_step is a short binary
+        # fraction (8, 24, 32, 48, 96, 192 kHz: t = k * time_step is exact), tiny otherwise.
+        shift_left = eta_left.reshape(rows, -1) - nominal_eta_left  # [rows, G]
+        shift_right = eta_right.reshape(rows, -1) - nominal_eta_right
+        with_deltas = bool(shift_left.any() or shift_right.any())
         out = np.empty((rows, self.period))
         period0 = first // self.period  # first is a multiple of period
-        for g0, g1, lo, matrix in self.chunks:
-            width = matrix.shape[0]
+        for g0, g1, lo, weights, deltas in self.chunks:
+            width = weights.shape[0]
             begin = (period0 * self.period_inputs + lo) - start
             assert begin >= 0 and begin + (rows - 1) * self.period_inputs + width <= buffer.size
             windows = as_strided(buffer[begin:], shape=(rows, width),
@@ -207,19 +212,19 @@ class _Plan:
                                  writeable=False)  # [rows, width]
             if self.period_inputs < width:  # overlapping rows: BLAS wants lda >= width
                 windows = np.ascontiguousarray(windows)
-            product = windows @ matrix  # [rows, 3c]: win | delta left | delta right per phase
-            c = g1 - g0
-            out[:, g0:g1] = (product[:, :c] + eta_left[:, g0:g1] * product[:, c:2 * c]
-                             + eta_right[:, g0:g1] * product[:, 2 * c:])
+            out[:, g0:g1] = windows @ weights  # [rows, c]: resampy's weights at each phase's eta
+            if with_deltas:
+                c = g1 - g0
+                product = windows @ deltas  # [rows, 2c]: delta left | delta right
+                out[:, g0:g1] += shift_left[:, g0:g1] * product[:, :c] + shift_right[:, g0:g1] * product[:, c:]
         out = out.reshape(-1)
         # Outputs whose float64 time left their phase's n or table offsets: computed one by one.
-        nominal_n, nominal_left, nominal_right = self.nominal
         expected_n = (nominal_n[None, :] + (period0 + np.arange(rows))[:, None] * self.period_inputs).reshape(-1)
         odd = np.flatnonzero((n != expected_n) | (offset_left.reshape(rows, -1) != nominal_left).reshape(-1)
                              | (offset_right.reshape(rows, -1) != nominal_right).reshape(-1))
         if odd.size:
-            out[odd] = self.direct(buffer, start, n[odd], offset_left[odd], eta_left.reshape(-1)[odd],
-                                   offset_right[odd], eta_right.reshape(-1)[odd])
+            out[odd] = self.direct(buffer, start, n[odd], offset_left[odd], eta_left[odd],
+                                   offset_right[odd], eta_right[odd])
         return out[:end - first]
 
     def direct(self, buffer, start, n, offset_left, eta_left, offset_right, eta_right) -> np.ndarray:
@@ -280,24 +285,27 @@ def _plan(orig_sr: int, target_sr: int) -> _Plan:
         lo = int(n[g0]) - taps + 1
         width = int(n[g1 - 1]) + taps + 1 - lo
         c = g1 - g0
-        matrix = np.zeros((width, 3 * c))  # rows: x[lo + r]; columns: win | delta L | delta R
+        weights = np.zeros((width, c))  # rows: x[lo + r]; column: the phase's weights, as resampy's
+        deltas = np.zeros((width, 2 * c))  # the table's differences: left wing | right wing
         for g in range(g0, g1):
             col = g - g0
-            left = np.arange(left_taps[g])
-            rows = int(n[g]) - left - lo  # x[n - i]
-            matrix[rows, col] = win[offset_left[g] + step * left]
-            matrix[rows, c + col] = delta[offset_left[g] + step * left]
-            right = np.arange(right_taps[g])
-            rows = int(n[g]) + 1 + right - lo  # x[n + 1 + i]
-            matrix[rows, col] = win[offset_right[g] + step * right]
-            matrix[rows, 2 * c + col] = delta[offset_right[g] + step * right]
-        matrix.flags.writeable = False
-        chunks.append((g0, g1, lo, matrix))
+            i = np.arange(left_taps[g])
+            rows = int(n[g]) - i - lo  # x[n - i]
+            weights[rows, col] = win[offset_left[g] + step * i] + eta_left[g] * delta[offset_left[g] + step * i]
+            deltas[rows, col] = delta[offset_left[g] + step * i]
+            i = np.arange(right_taps[g])
+            rows = int(n[g]) + 1 + i - lo  # x[n + 1 + i]
+            weights[rows, col] = win[offset_right[g] + step * i] + eta_right[g] * delta[offset_right[g] + step * i]
+            deltas[rows, c + col] = delta[offset_right[g] + step * i]
+        weights.flags.writeable = False
+        deltas.flags.writeable = False
+        chunks.append((g0, g1, lo, weights, deltas))
     rows = max(MIN_ROWS, -(-BLOCK_OUTPUTS // period))
-    for array in (n, offset_left, offset_right):
+    nominal = (n, offset_left, eta_left, offset_right, eta_right)
+    for array in nominal:
         array.flags.writeable = False
     return _Plan(**common, block_outputs=rows * period, period=period, period_inputs=period_inputs,
-                 nominal=(n, offset_left, offset_right), chunks=tuple(chunks))
+                 nominal=nominal, chunks=tuple(chunks))
 
 
 @functools.lru_cache(maxsize=1)
