@@ -106,7 +106,9 @@ def test_embed_help_lists_every_flag(capsys):
         (["embed", "x.wav"], "the following arguments are required: --out"),
         (["embed", "x.wav", "--out", "o", "--format", "tfrecord", "--no-postprocess"],
          "error: format 'tfrecord' stores AudioSet's post-processed uint8 embeddings"),
-        (["embed", "x.wav", "--out", "o", "--hop-seconds", "0.015"], "error: hop_seconds=0.015 must be a multiple of 0.01"),
+        # Library errors name the flag as typed, not the parameter (issue 8).
+        (["embed", "x.wav", "--out", "o", "--hop-seconds", "0.015"], "error: --hop-seconds 0.015 must be a multiple of 0.01"),
+        (["embed", "x.wav", "--out", "o", "--memory-fraction", "1.5"], "argument --memory-fraction: '1.5' must be in (0, 1]"),
         (["embed", "--from-list", "absent.txt", "--out", "o"], "error: absent.txt: cannot read the list file"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
@@ -132,7 +134,9 @@ def test_embed_every_format_mirrors_tree_then_resumes(capsys, tree, tmp_path, ex
     code, out, err = run(capsys, "embed", root, "--out", out_dir, "--model", exported_model, *CLI_BASE)
     assert code == 1, err  # the broken mp3
     assert f"{len(good) + 1} total: {len(good)} ok, 1 failed" in out
-    assert "SYNTHETIC WEIGHTS" in out and "SYNTHETIC WEIGHTS" in err
+    # Once per run, in one wording: the Embedder's warning when it loads the model (issue 8).
+    assert err.count("SYNTHETIC WEIGHTS") == 1 and "SYNTHETIC WEIGHTS" not in out
+    assert f"WARNING: {exported_model}: SYNTHETIC WEIGHTS: these are not VGGish embeddings" in err
     assert "failed     lossy/mp3/broken.mp3:" in out
     assert "throughput" in out and "examples/s" in out and "audio s/s" in out
     assert "Traceback" not in err
@@ -227,6 +231,7 @@ def test_interrupt_exits_130_with_summary(capsys, tmp_path, exported_model, monk
     code, out, err = run(capsys, "embed", tmp_path, "--out", tmp_path / "out", "--model", exported_model, *CLI_BASE)
     assert code == 130
     assert "INTERRUPTED: rerun the same command to resume" in out and "1 ok" in out
+    assert "3 total: 1 ok, 0 failed, 0 skipped (too short), 0 already done, 2 not done" in out  # issue 8
     assert [r["status"] for r in manifest(tmp_path / "out").values()] == ["ok"]
 
 
@@ -250,13 +255,109 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     assert "error: " in done.stderr and "no model here" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_bug_stops_the_run_with_one_line_naming_the_file_and_keeps_what_finished(capsys, tmp_path, exported_model,
+                                                                                   monkeypatch):
+    """A TypeError while writing is a bug, not a file that "cannot be written": the run stops at
+    once (exit 1) with one line naming the file and saying so; -v adds the traceback (issue 8)."""
+    for i in range(3):
+        sf.write(tmp_path / f"f{i}.wav", noise(1.0, 16000, i), 16000)
+    real = outputs.write_npz
+    calls = []
+
+    def buggy_second(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+        real(path, **kwargs)
+
+    monkeypatch.setattr(outputs, "write_npz", buggy_second)
+    code, out, err = run(capsys, "embed", tmp_path, "--out", tmp_path / "out", "--model", exported_model, *CLI_BASE)
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {tmp_path / 'f1.wav'}: TypeError: unsupported operand") and "a bug" in line
+    assert "Traceback" not in err
+    assert "STOPPED" in out and "1 ok, 0 failed, 0 skipped (too short), 0 already done, 2 not done" in out
+    records = manifest(tmp_path / "out")
+    assert {r["input"]: r["status"] for r in records.values()} == {"f0.wav": "ok"}  # f1 is not "failed"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0.wav.npz", "manifest.jsonl", "run_config.json"]
+
+    calls.clear()
+    code, out, err = run(capsys, "-v", "embed", tmp_path, "--out", tmp_path / "out2", "--model", exported_model,
+                         *CLI_BASE)
+    assert code == 1 and "Traceback" in err and "TypeError" in err
+
+
+def test_export_without_hash_list_is_refused_unless_no_verify_model(capsys, tmp_path, exported_model):
+    import shutil
+
+    from vggish_tf2 import hashing
+
+    copy = tmp_path / "model"
+    shutil.copytree(exported_model, copy, copy_function=os.link)
+    (copy / hashing.FILE_HASHES).unlink()
+    sf.write(tmp_path / "a.wav", noise(1.0, 16000, 0), 16000)
+    code, out, err = run(capsys, "embed", tmp_path / "a.wav", "--out", tmp_path / "out", "--model", copy, *CLI_BASE)
+    assert code == 1 and "Traceback" not in err
+    assert f"error: {copy / hashing.FILE_HASHES}: no recorded file hashes" in err and "--no-verify-model" in err
+    assert not (tmp_path / "out").exists()
+    code, out, err = run(capsys, "embed", tmp_path / "a.wav", "--out", tmp_path / "out", "--model", copy,
+                         "--no-verify-model", *CLI_BASE)
+    assert code == 0, err
+    assert "without checking its files" in err
+    # The fingerprint names every file: the same as the intact export's.
+    assert json.loads((tmp_path / "out" / "run_config.json").read_text())["model_hash"] == \
+        hashing.export_fingerprint(exported_model)
+
+
+@pytest.mark.parametrize("command", [["info", "--verify"], ["info"], ["embed"]])
+def test_corrupt_hash_list_is_one_line_error_exit_1(capsys, tmp_path, exported_model, command):
+    import shutil
+
+    from vggish_tf2 import hashing
+
+    copy = tmp_path / "model"
+    shutil.copytree(exported_model, copy, copy_function=os.link)
+    (copy / hashing.FILE_HASHES).unlink()
+    (copy / hashing.FILE_HASHES).write_text('{"saved_model.pb": ')  # cut short
+    sf.write(tmp_path / "a.wav", noise(1.0, 16000, 0), 16000)
+    if command[0] == "info":
+        args = [command[0], copy, *command[1:]]
+    else:
+        args = ["embed", tmp_path / "a.wav", "--out", tmp_path / "out", "--model", copy, *CLI_BASE]
+    code, out, err = run(capsys, *args)
+    assert code == 1 and "Traceback" not in err and out == ""
+    assert err.startswith(f"error: {copy / hashing.FILE_HASHES}: corrupt file-hash list, not JSON")
+
+
 # --- info and devices --------------------------------------------------------------------------------
 def test_info_prints_metadata_and_synthetic_warning(capsys, exported_model):
     code, out, err = run(capsys, "info", exported_model, "--verify")
     assert code == 0, err
-    assert out.startswith("WARNING: SYNTHETIC WEIGHTS")
-    assert "vggish-tf2-export v1" in out and "PCA + uint8        yes" in out and "float64" in out
+    assert out.startswith(f"WARNING: {exported_model}: SYNTHETIC WEIGHTS: these are not")  # the Embedder's wording
+    assert "vggish-tf2-export v" in out and "PCA + uint8        yes" in out and "float64" in out
     assert "fingerprint        sha256-files:" in out and "(files verified)" in out
+
+
+def test_info_imports_no_tensorflow(exported_model):
+    """info reads the metadata JSON and (--verify) hashes the files: no TensorFlow, so it takes well
+    under a second instead of ~10 s (issue 8)."""
+    code = ("import sys\nfrom vggish_tf2 import cli\n"
+            f"status = cli.main(['info', {str(exported_model)!r}, '--verify'])\n"
+            "assert 'tensorflow' not in sys.modules, 'TF imported'\nsys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "(files verified)" in done.stdout
+
+
+def test_tensorflow_startup_noise_is_hidden(tmp_path):
+    """No cudart_stub / absl / cuInit lines on a machine without CUDA, unless asked (-v or the
+    user's own TF_CPP_MIN_LOG_LEVEL). `devices` imports TF and initialises its devices."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "vggish_tf2", "devices"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    for noise_line in ("cudart_stub", "absl::InitializeLog", "cuInit"):
+        assert noise_line not in done.stderr, done.stderr
 
 
 def test_info_on_a_directory_that_is_not_an_export(capsys, tmp_path):

@@ -260,3 +260,52 @@ def test_untampered_link_copy_loads(exported_model, tmp_path, waveform, expected
     copy = _link_copy(exported_model, tmp_path / "intact")
     loaded = model.load_export(copy)
     np.testing.assert_array_equal(loaded.module(tf.constant(waveform)).numpy(), expected)
+
+
+# --- The recorded file hashes (issue 8) ---------------------------------------------------------------
+def test_export_without_its_hash_list_is_refused_unless_the_caller_opts_out(exported_model, tmp_path, waveform,
+                                                                             expected, caplog):
+    copy = _link_copy(exported_model, tmp_path / "no_hashes")
+    (copy / model.FILE_HASHES).unlink()
+    with pytest.raises(ModelError, match=rf"{model.FILE_HASHES}: no recorded file hashes.*verify_hashes=False"):
+        model.load_export(copy)
+    loaded = model.load_export(copy, verify_hashes=False)  # explicitly: a directory the caller trusts
+    assert "without checking its files" in caplog.text
+    np.testing.assert_array_equal(loaded.module(tf.constant(waveform)).numpy(), expected)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"{not json", r", not JSON"),
+    (b"", r", not JSON"),
+    (b"[1, 2]", r"expected a JSON object .* got a JSON list"),
+    (b"{}", r"got an empty object"),
+    (b'{"saved_model.pb": 5}', r"saved_model.pb: 5 is not a sha256"),
+    (b'{"saved_model.pb": "abc"}', r"'abc' is not a sha256"),
+    (b'{"../../etc/passwd": "' + b"0" * 64 + b'"}', r"'../../etc/passwd' is not a path inside the export"),
+    (b'{"/etc/passwd": "' + b"0" * 64 + b'"}', r"'/etc/passwd' is not a path inside the export"),
+])
+def test_corrupt_hash_list_is_a_model_error_naming_it(exported_model, tmp_path, content, reason):
+    copy = _link_copy(exported_model, tmp_path / "corrupt")
+    _rewrite(copy / model.FILE_HASHES, content)
+    with pytest.raises(ModelError, match=rf"{model.FILE_HASHES}: corrupt file-hash list.*{reason}"):
+        model.load_export(copy)
+    with pytest.raises(ModelError, match=rf"{model.FILE_HASHES}: corrupt file-hash list.*{reason}"):
+        model.verify_file_hashes(copy)
+
+
+def test_fingerprint_names_every_file_with_or_without_the_hash_list(exported_model, tmp_path):
+    from vggish_tf2 import hashing
+    from vggish_tf2.pipeline import model_fingerprint
+
+    recorded = hashing.export_fingerprint(exported_model)
+    assert recorded == model_fingerprint(str(exported_model)) == hashing.export_fingerprint(exported_model,
+                                                                                           trust_recorded=False)
+    copy = _link_copy(exported_model, tmp_path / "no_hashes")
+    (copy / model.FILE_HASHES).unlink()
+    assert model_fingerprint(str(copy)) == recorded  # the same files: the same fingerprint
+    # A changed weight file (not saved_model.pb) changes it: every file counts.
+    (data,) = sorted((copy / "variables").glob("variables.data-*"))
+    content = bytearray(data.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    _rewrite(data, bytes(content))
+    assert model_fingerprint(str(copy)).startswith("sha256-files:") and model_fingerprint(str(copy)) != recorded

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from vggish_tf2 import audio, embedder as embedder_module, outputs, pipeline
-from vggish_tf2.errors import InvalidArgumentError, OutputError
+from vggish_tf2.errors import InternalError, InvalidArgumentError, OutputError, OutputInUseError
 from vggish_tf2.pipeline import RunInterrupted, embed_corpus, expand_inputs
 
 
@@ -112,7 +112,8 @@ def test_npz_run_outputs_manifest_and_summary(corpus, tmp_path, embedder):
     assert summary.audio_seconds == pytest.approx(2.0 + 3.0 + 2.5 + 0.5, abs=1e-3)
     assert summary.examples_per_second > 0 and summary.audio_seconds_per_second > 0
     text = summary.format()
-    assert "SYNTHETIC WEIGHTS" in text and "3 ok, 0 failed, 1 skipped" in text
+    # No banner in the summary: the Embedder warned once when it loaded the model (issue 8).
+    assert "SYNTHETIC WEIGHTS" not in text and "3 ok, 0 failed, 1 skipped" in text
 
     records = {r["input"]: r for r in manifest_lines(out_dir)}
     assert records["sub/b.wav"]["status"] == "ok" and records["sub/b.wav"]["examples"] == 3
@@ -413,3 +414,132 @@ def test_format_seconds():
 def test_bad_hop_refused_before_the_model_loads(corpus, tmp_path, bad, message):
     with pytest.raises(InvalidArgumentError, match=f"hop_seconds={bad!r} {message}"):
         embed_corpus([corpus], out_dir=tmp_path / "out", model=tmp_path / "no-such-model", hop_seconds=bad)
+
+
+# --- Issue 8: bugs stop the run, the output directory's lock, one word for short clips -------------
+def test_a_bug_in_writing_stops_the_run_naming_the_file(tmp_path, embedder, monkeypatch):
+    """Only OS errors are a file's failure; a TypeError (a bug) stops the run at once, naming the
+    file, with what finished recorded and nothing half-written."""
+    corpus = tmp_path / "corpus"
+    for i in range(4):
+        write_noise(corpus / f"f{i}.wav", 1.0, seed=i)
+
+    def buggy(path, **kwargs):
+        if os.path.basename(path) == "f1.wav.npz":
+            raise AttributeError("'NoneType' object has no attribute 'shape'")
+        return REAL_WRITE_NPZ(path, **kwargs)
+
+    monkeypatch.setattr(outputs, "write_npz", buggy)
+    out_dir = tmp_path / "out"
+    with pytest.raises(pipeline.RunStopped, match=r"f1\.wav: AttributeError: 'NoneType' .*a bug in vggish-tf2") as caught:
+        embed_corpus([corpus], out_dir=out_dir, embedder=embedder)
+    assert isinstance(caught.value, InternalError) and isinstance(caught.value.__cause__, AttributeError)
+    summary = caught.value.summary
+    assert (summary.ok, summary.failed, summary.not_done, summary.exit_status) == (1, 0, 3, 1)
+    assert [(r["input"], r["status"]) for r in manifest_lines(out_dir)] == [("f0.wav", "ok")]
+    assert listing(out_dir) == ["f0.wav.npz", "manifest.jsonl", "run_config.json"]
+
+    # Fixed: the rerun resumes from there.
+    monkeypatch.setattr(outputs, "write_npz", REAL_WRITE_NPZ)
+    summary = embed_corpus([corpus], out_dir=out_dir, embedder=embedder)
+    assert (summary.ok, summary.already_done) == (3, 1)
+
+
+def test_outputs_atomic_write_lets_bugs_through_unchanged(tmp_path):
+    """atomic_output turns OS errors into OutputError naming the file, and nothing else."""
+    with pytest.raises(MemoryError):
+        with outputs.atomic_output(tmp_path / "a.npz"):
+            raise MemoryError
+    with pytest.raises(OutputError, match=r"a\.npz: cannot write \(No space left on device\)"):
+        with outputs.atomic_output(tmp_path / "a.npz"):
+            raise OSError(28, "No space left on device")
+    assert listing(tmp_path) == []
+
+
+def test_an_embedder_raising_a_bug_stops_the_run_naming_the_file(tmp_path, embedder, monkeypatch):
+    corpus = tmp_path / "corpus"
+    for i in range(3):
+        write_noise(corpus / f"f{i}.wav", 1.0, seed=i)
+    real = embedder.embed_files
+
+    def embed_files(paths):
+        results = real(paths)
+        try:
+            yield next(results)
+            raise TypeError("bad operand")  # a bug in a decoding thread, re-raised by the Embedder
+        finally:
+            results.close()
+
+    monkeypatch.setattr(embedder, "embed_files", embed_files)
+    with pytest.raises(pipeline.RunStopped, match=r"f1\.wav: TypeError: bad operand\. This is a bug") as caught:
+        embed_corpus([corpus], out_dir=tmp_path / "out", embedder=embedder)
+    assert (caught.value.summary.ok, caught.value.summary.not_done) == (1, 2)
+    assert [r["status"] for r in manifest_lines(tmp_path / "out")] == ["ok"]
+
+
+HOLD_LOCK = """
+import sys, time
+from vggish_tf2 import outputs
+lock = outputs.OutputLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_locked_out_dir_stops_at_once_naming_the_first(corpus, tmp_path, embedder):
+    """The lock is held by another process; killed with SIGKILL, it leaves its lock file, which
+    no longer blocks anyone (the system released the lock with the process)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputInUseError, match=rf"another vggish-tf2 run is writing here \(pid {holder.pid} on "
+                                                   rf"host {socket.gethostname()}, started .*\).*another --out"):
+            embed_corpus([corpus], out_dir=out_dir, embedder=embedder)
+        assert listing(out_dir) == [outputs.LOCK_NAME]  # nothing touched
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out_dir / outputs.LOCK_NAME).exists()  # left behind by the kill
+    summary = embed_corpus([corpus], out_dir=out_dir, embedder=embedder)
+    assert summary.ok == 3
+    assert outputs.LOCK_NAME not in listing(out_dir)  # removed when the run ends
+
+
+def test_lock_in_one_process_refuses_a_second_open_and_is_released(tmp_path):
+    first = outputs.OutputLock(tmp_path).acquire()
+    with pytest.raises(OutputInUseError, match=rf"pid {os.getpid()} on host"):
+        outputs.OutputLock(tmp_path).acquire()
+    first.release()
+    assert not (tmp_path / outputs.LOCK_NAME).exists()
+    with outputs.OutputLock(tmp_path):
+        assert (tmp_path / outputs.LOCK_NAME).exists()
+    assert not (tmp_path / outputs.LOCK_NAME).exists()
+
+
+def test_interrupted_summary_counts_what_was_not_done(tmp_path, embedder, monkeypatch):
+    corpus = tmp_path / "corpus"
+    for i in range(5):
+        write_noise(corpus / f"f{i}.wav", 1.0, seed=i)
+    monkeypatch.setattr(outputs, "write_npz", CountingWriter(interrupt_at=3))
+    with pytest.raises(RunInterrupted) as caught:
+        embed_corpus([corpus], out_dir=tmp_path / "out", embedder=embedder)
+    summary = caught.value.summary
+    assert (summary.ok, summary.not_done) == (2, 3)
+    assert "5 total: 2 ok, 0 failed, 0 skipped (too short), 0 already done, 3 not done" in summary.format()
+
+
+def test_a_short_clip_has_the_same_word_in_the_api_and_the_manifest(corpus, tmp_path, embedder):
+    """A clip too short for one example: the API's FileResult and the CLI's manifest agree
+    (issue 8: it was `ok` from the API and `skipped` from the CLI). Needs FileResult.status."""
+    (result,) = list(embedder.embed_files([corpus / "sub" / "short.wav"]))
+    embed_corpus([corpus / "sub" / "short.wav"], out_dir=tmp_path / "out", embedder=embedder)
+    (record,) = manifest_lines(tmp_path / "out")
+    assert result.status == record["status"] == "skipped"
+    assert result.skipped and result.ok  # ok: not failed; skipped: no example

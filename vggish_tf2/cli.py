@@ -5,17 +5,26 @@
     vggish-tf2 info models/vggish
 
 Exit status: 0 when every input was embedded (or skipped as too short, or already done), 1 when
-any input failed or on a runtime error, 2 on a usage error, 130 when interrupted. Errors are one
-line on stderr (``error: <message>``), never a traceback. TensorFlow is imported only by the
-subcommands that need it, so ``--help`` is fast.
+any input failed or on a runtime error (a bug stopping the run included), 2 on a usage error or
+when another run is writing the same ``--out``, 130 when interrupted. Errors are one line on
+stderr (``error: <message>``, naming flags as typed: ``--memory-fraction``, not
+``memory_fraction``), never a traceback (``-v`` adds one for a bug). TensorFlow is imported only
+by ``embed`` and ``devices`` (``--help`` and ``info`` take well under a second), and its C++
+start-up chatter (``cudart_stub``, ``cuInit`` on machines without CUDA) is hidden unless ``-v``
+or ``TF_CPP_MIN_LOG_LEVEL`` is given.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.util
 import logging
 import os
+import re
 import signal
 import sys
+import tempfile
+import traceback
 from typing import Sequence
 
 EXIT_OK = 0
@@ -44,6 +53,32 @@ def _positive_int(text: str) -> int:
 
 def _batch_size(text: str) -> int | str:
     return text if text == "auto" else _positive_int(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
+    return value
+
+
+# Library parameter -> the flag that sets it: errors from the library name the parameter, the
+# command line shows the flag the user typed.
+FLAG_OF_PARAMETER = {
+    "memory_fraction": "--memory-fraction", "hop_seconds": "--hop-seconds", "batch_size": "--batch-size",
+    "workers": "--workers", "short_clips": "--short-clips", "frontend_precision": "--frontend-precision",
+    "resampler": "--resampler", "device": "--device", "format": "--format", "postprocess": "--postprocess",
+    "model": "--model", "verify_model_hashes": "--no-verify-model",
+}
+_PARAMETER = re.compile(r"(?<![\w.-])(" + "|".join(FLAG_OF_PARAMETER) + r")=")
+
+
+def with_flag_names(message: str) -> str:
+    """``memory_fraction=1.5 must be in (0, 1]`` -> ``--memory-fraction 1.5 must be in (0, 1]``."""
+    return _PARAMETER.sub(lambda m: FLAG_OF_PARAMETER[m.group(1)] + " ", message)
 
 
 def _positive_float(text: str) -> float:
@@ -80,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add AudioSet's PCA + uint8 embeddings (default: on; tfrecord needs them)")
     embed.add_argument("--model", metavar="DIR", help="converted model directory (default: VGGISH_MODEL_DIR or models/vggish)")
     embed.add_argument("--device", choices=DEVICES, help="where to run (default: VGGISH_DEVICE_PREFERENCE or auto)")
-    embed.add_argument("--memory-fraction", type=_positive_float, metavar="F",
+    embed.add_argument("--memory-fraction", type=_fraction, metavar="F",
                        help="share of each GPU's memory TensorFlow may use, in (0, 1] (default 0.8)")
     embed.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N",
                        help="examples per device step (default: auto for the device)")
@@ -92,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--hop-seconds", type=_positive_float, metavar="S",
                        help="seconds between example starts, a multiple of 0.01 (default 0.96)")
     embed.add_argument("--workers", type=_positive_int, metavar="N", help="decoding threads (default: cores - 1, at most 4)")
+    embed.add_argument("--no-verify-model", dest="verify_model", action="store_false",
+                       help="load the model without checking its files against their recorded hashes "
+                            "(for an export without its hash list that you trust)")
     embed.add_argument("--overwrite", action="store_true",
                        help="redo every input, also when the output directory was made with other settings")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
@@ -129,7 +167,7 @@ def _configure_logging(verbosity: int) -> _ProgressAwareHandler:
 
 
 def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
-    from vggish_tf2.pipeline import RunInterrupted, embed_corpus
+    from vggish_tf2.pipeline import RunInterrupted, RunStopped, embed_corpus
     from vggish_tf2.progress import Progress
 
     if not args.paths and not args.from_list:
@@ -143,15 +181,18 @@ def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
             model=args.model, device=args.device, memory_fraction=args.memory_fraction,
             batch_size=args.batch_size, resampler=args.resampler, frontend_precision=args.frontend_precision,
             short_clips=args.short_clips, hop_seconds=args.hop_seconds, workers=args.workers,
+            verify_model_hashes=args.verify_model,
         )
     except RunInterrupted as e:
         print(e.summary.format(), flush=True)
         return EXIT_INTERRUPTED
+    except RunStopped as e:  # a bug: the summary of what finished, then the one-line error
+        print(e.summary.format(), flush=True)
+        raise
     finally:
         handler.progress = None
+    # No synthetic-weights line here: the Embedder warned once, on stderr, when it loaded the model.
     print(summary.format(), flush=True)
-    if summary.synthetic_weights:
-        print("WARNING: SYNTHETIC WEIGHTS: these outputs are not VGGish embeddings", file=sys.stderr)
     return summary.exit_status
 
 
@@ -163,27 +204,27 @@ def _cmd_devices(args: argparse.Namespace, handler) -> int:
 
 
 def _cmd_info(args: argparse.Namespace, handler) -> int:
+    # The metadata JSON and the hash list only: no TensorFlow (well under a second, not ~10 s).
     from pathlib import Path
 
-    from vggish_tf2 import model
-    from vggish_tf2.pipeline import model_fingerprint
+    from vggish_tf2 import hashing
 
     path = Path(args.model_dir)
-    metadata = model.read_metadata(path)
+    metadata = hashing.read_export_metadata(path)
     if args.verify:
-        if not (path / model.FILE_HASHES).is_file():
-            raise _RuntimeFailure(f"{path}: no recorded file hashes ({model.FILE_HASHES}) to verify against")
-        model.verify_file_hashes(path)
-    print(format_info(path, metadata, fingerprint=model_fingerprint(str(path)), verified=args.verify))
+        hashing.verify_file_hashes(path)  # ModelError naming the file: missing, corrupt, or differing
+    has_hashes = (path / hashing.FILE_HASHES).exists()
+    print(format_info(path, metadata, fingerprint=hashing.export_fingerprint(path), verified=args.verify,
+                      has_hashes=has_hashes))
     return EXIT_OK
 
 
-def format_info(path, metadata: dict, *, fingerprint: str, verified: bool = False) -> str:
+def format_info(path, metadata: dict, *, fingerprint: str, verified: bool = False, has_hashes: bool = True) -> str:
     """The human summary of an export's metadata printed by ``vggish-tf2 info``."""
     lines = []
     synthetic = bool(metadata.get("synthetic_weights"))
-    if synthetic:
-        lines.append("WARNING: SYNTHETIC WEIGHTS: this model's outputs are not VGGish embeddings")
+    if synthetic:  # the Embedder's wording
+        lines.append(f"WARNING: {path}: SYNTHETIC WEIGHTS: these are not VGGish embeddings")
     lines.append(f"model              {path}")
     lines.append(f"format             {metadata.get('format')} v{metadata.get('format_version')}")
     lines.append(f"weights            {'SYNTHETIC (test weights, not VGGish)' if synthetic else 'converted checkpoint'}")
@@ -202,7 +243,14 @@ def format_info(path, metadata: dict, *, fingerprint: str, verified: bool = Fals
         worst = max(p.get("embedding_max_rel", 0.0) for p in probes)
         lines.append(f"verified           {len(probes)} probes against the float64 reference, "
                      f"worst embedding relative error {worst:.3g}")
-    lines.append(f"fingerprint        {fingerprint}{' (files verified)' if verified else ''}")
+    if verified:
+        note = " (files verified)"
+    elif has_hashes:
+        note = " (of the recorded hashes; --verify checks the files)"
+    else:
+        note = (" (of the files now: no recorded hashes, so loading refuses this export "
+                "unless --no-verify-model)")
+    lines.append(f"fingerprint        {fingerprint}{note}")
     return "\n".join(lines)
 
 
@@ -210,17 +258,66 @@ class _UsageError(Exception):
     pass
 
 
-class _RuntimeFailure(Exception):
-    pass
-
-
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+# TensorFlow's C++ start-up lines on a machine without CUDA. TF_CPP_MIN_LOG_LEVEL=3 hides the
+# cuInit error but not these, which absl prints before its logging is initialised.
+_TF_NOISE = re.compile(r"cudart_stub\.cc|All log messages before absl::InitializeLog|Unable to register cu\w+ factory")
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports tensorflow (whenever some module first does) with file descriptor 2 captured, then
+    writes back to stderr every captured line but TF's known start-up noise."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        self.remove()
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec_module(module):
+            with _stderr_without_tf_noise():
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec_module
+        return spec
+
+    def install(self) -> None:
+        if "tensorflow" not in sys.modules and self not in sys.meta_path:
+            sys.meta_path.insert(0, self)
+
+    def remove(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+class _stderr_without_tf_noise:
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.capture = tempfile.TemporaryFile()
+        os.dup2(self.capture.fileno(), 2)
+
+    def __exit__(self, *exc_info):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.capture.seek(0)
+        kept = [line for line in self.capture.read().decode(errors="replace").splitlines(keepends=True)
+                if not _TF_NOISE.search(line)]
+        self.capture.close()
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises SystemExit itself)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -234,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    quiet_import = _QuietTensorFlowImport()
+    if args.verbose == 0 and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        # Before TensorFlow is imported: hide its C++ start-up chatter (-v, or your own
+        # TF_CPP_MIN_LOG_LEVEL, shows it).
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        quiet_import.install()
     package = logging.getLogger("vggish_tf2")
     saved_logging = (package.handlers[:], package.level, package.propagate)
     handler = _configure_logging(args.verbose)
@@ -243,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     except ValueError:  # not the main thread
         pass
-    from vggish_tf2.errors import InvalidArgumentError, VGGishError
+    from vggish_tf2.errors import InternalError, InvalidArgumentError, OutputInUseError, VGGishError
 
     try:
         return args.handler(args, handler)
@@ -252,15 +355,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except InvalidArgumentError as e:
+        print(f"error: {with_flag_names(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OutputInUseError as e:  # nothing was done: wait for the other run, or use another --out
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (VGGishError, _RuntimeFailure) as e:
+    except VGGishError as e:
+        if isinstance(e, InternalError) and args.verbose:
+            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        quiet_import.remove()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         # Leave the process's logging as it was (main() may be called from other code or tests).

@@ -51,3 +51,11 @@ class DeviceError(VGGishError, RuntimeError):
 
 class OutputError(VGGishError, OSError):
     """An output could not be written (disk full, path escapes the output directory, ...)."""
+
+
+class OutputInUseError(OutputError):
+    """The output directory is held by another running run (the message names its pid and host)."""
+
+
+class InternalError(VGGishError, RuntimeError):
+    """A bug in vggish-tf2, not a fault of the input: the message names the file being worked on."""

@@ -16,7 +16,6 @@ hub.KerasLayer and keras.layers.TFSMLayer):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,8 +25,17 @@ import numpy as np
 import tensorflow as tf
 
 from vggish_tf2 import frontend, params
-from vggish_tf2.errors import ModelError, ModelNotFoundError
-from vggish_tf2.hashing import sha256_file
+from vggish_tf2.errors import ModelError
+from vggish_tf2.hashing import (  # noqa: F401 (FILE_HASHES, METADATA_ASSET, the hash functions: re-exported)
+    FILE_HASHES,
+    METADATA_ASSET,
+    export_fingerprint,
+    read_export_metadata,
+    read_file_hashes,
+    sha256_file,
+    verify_file_hashes,
+    write_file_hashes,
+)
 from vggish_tf2.network import VGGishNetwork, forward
 from vggish_tf2.postprocess import Postprocessor, postprocess
 
@@ -35,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "vggish-tf2-export"
 EXPORT_FORMAT_VERSION = 1  # bump when signatures or the metadata schema change incompatibly
-METADATA_ASSET = "vggish_tf2.json"
-FILE_HASHES = "vggish_tf2_files.sha256.json"  # beside saved_model.pb; lists every other file's sha256
 # Rows per step inside the 1-D signatures: bounds their memory on long inputs.
 SIGNATURE_BATCH_EXAMPLES = 64
 
@@ -180,42 +186,10 @@ def save_export(module: VGGishExport, export_dir: str | os.PathLike) -> Path:
     return export_dir
 
 
-def _export_files(export_dir: Path) -> list[Path]:
-    return sorted(p for p in export_dir.rglob("*") if p.is_file() and p.name != FILE_HASHES)
-
-
-def write_file_hashes(export_dir: Path) -> None:
-    hashes = {str(p.relative_to(export_dir)): sha256_file(p) for p in _export_files(export_dir)}
-    (export_dir / FILE_HASHES).write_text(json.dumps(hashes, indent=2, sort_keys=True) + "\n")
-
-
-def verify_file_hashes(export_dir: Path) -> None:
-    """Raise ModelError when a file of the export differs from the hashes recorded at conversion."""
-    recorded = json.loads((export_dir / FILE_HASHES).read_text())
-    present = {str(p.relative_to(export_dir)) for p in _export_files(export_dir)}
-    if set(recorded) != present:
-        raise ModelError(f"{export_dir}: files differ from those recorded at conversion "
-                         f"(missing: {sorted(set(recorded) - present)}, extra: {sorted(present - set(recorded))})")
-    for name, expected in recorded.items():
-        if sha256_file(export_dir / name) != expected:
-            raise ModelError(f"{export_dir / name}: sha256 differs from the one recorded at conversion (file modified or corrupt)")
-
-
 def read_metadata(export_dir: str | os.PathLike) -> dict:
-    """The metadata of an export, checked for compatibility; ModelError when it is not one."""
-    export_dir = Path(export_dir)
-    how_to = "convert Google's checkpoint with: python -m convert.checkpoint_to_savedmodel --download"
-    if not export_dir.exists():
-        raise ModelNotFoundError(f"{export_dir}: no model here; {how_to}")
-    if not (export_dir / "saved_model.pb").is_file():
-        raise ModelError(f"{export_dir}: not a SavedModel (no saved_model.pb); {how_to}")
-    meta_path = export_dir / "assets" / METADATA_ASSET
-    if not meta_path.is_file():
-        raise ModelError(f"{export_dir}: a SavedModel but not a vggish-tf2 export (no assets/{METADATA_ASSET}); {how_to}")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{meta_path}: unreadable export metadata ({e})") from e
+    """The metadata of an export, checked for compatibility; ModelError when it is not one.
+    (The files are read without TensorFlow by :func:`vggish_tf2.hashing.read_export_metadata`.)"""
+    metadata = read_export_metadata(export_dir)
     check_metadata(metadata, source=str(export_dir))
     return metadata
 
@@ -253,11 +227,16 @@ class LoadedExport:
 
 
 def load_export(export_dir: str | os.PathLike, *, verify_hashes: bool = True) -> LoadedExport:
-    """Load and check an export. `verify_hashes` re-hashes its files against those recorded at conversion."""
+    """Load and check an export. `verify_hashes` re-hashes its files against those recorded at
+    conversion; an export without its hash list (or with a corrupt one) is then refused.
+    ``verify_hashes=False`` loads it unchecked, with a warning: only for a directory you trust."""
     export_dir = Path(export_dir)
     metadata = read_metadata(export_dir)
-    if verify_hashes and (export_dir / FILE_HASHES).is_file():
+    if verify_hashes:
         verify_file_hashes(export_dir)
+    else:
+        logger.warning("%s: loading without checking its files against the recorded hashes (verification off)",
+                       export_dir)
     try:
         module = tf.saved_model.load(str(export_dir))
     except Exception as e:  # TF raises a variety of types for a corrupt SavedModel

@@ -1,4 +1,5 @@
-"""Output writers (npz, AudioSet TFRecord, Parquet), output paths and the run manifest.
+"""Output writers (npz, AudioSet TFRecord, Parquet), output paths, the run manifest and the
+output directory's lock.
 
 Every file is written atomically: to a temporary name in the same directory
 (``.<name>.tmp-<pid>-<random>``), flushed and fsynced, then renamed over the final name, so a
@@ -9,6 +10,13 @@ mid-write can leave a temporary behind: :func:`remove_stale_temporaries` deletes
 Outputs are byte-identical for identical inputs (no timestamps inside zip members, deterministic
 protobuf serialisation), so a resumed run produces the same files as an uninterrupted one.
 Nothing here ever unpickles: npz files are read with ``allow_pickle=False``.
+
+Only I/O errors (OSError, and TensorFlow's I/O errors from the TFRecord writer) become
+:class:`~vggish_tf2.errors.OutputError`; anything else (a TypeError, a MemoryError...) is a bug
+and propagates unchanged, so it is never mistaken for a file that cannot be written.
+
+:class:`OutputLock` holds ``<out>/.vggish-tf2.lock`` for a run, so two runs never write the same
+directory at once.
 """
 from __future__ import annotations
 
@@ -18,6 +26,9 @@ import logging
 import os
 import re
 import secrets
+import socket
+import sys
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,7 +37,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 
 from vggish_tf2 import params
-from vggish_tf2.errors import InvalidArgumentError, OutputError, one_line
+from vggish_tf2.errors import InvalidArgumentError, OutputError, OutputInUseError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +45,7 @@ PathLike = Union[str, os.PathLike]
 
 OUTPUT_FORMATS = ("npz", "tfrecord", "parquet")
 MANIFEST_NAME = "manifest.jsonl"
+LOCK_NAME = ".vggish-tf2.lock"  # held (flock) by the run writing the directory; removed when it ends
 STATUSES = ("ok", "skipped", "failed")
 PARQUET_METADATA_KEY = b"vggish_tf2"  # schema key-value metadata holding the JSON metadata
 # AudioSet's feature names, so code written for the released files reads ours unchanged.
@@ -48,6 +60,16 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return one_line(e) or type(e).__name__
+
+
+def is_io_error(e: BaseException) -> bool:
+    """An error of the file system or the disk: OSError, or one of TensorFlow's (the TFRecord
+    writer raises tf.errors.OpError subclasses for a full disk or a missing directory)."""
+    if isinstance(e, OSError):
+        return True
+    tf = sys.modules.get("tensorflow")  # never import TF just to ask
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    return op_error is not None and isinstance(e, op_error)
 
 
 # --- Atomic writes ------------------------------------------------------------------------------
@@ -88,10 +110,8 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        if isinstance(e, OutputError) or not isinstance(e, Exception):
-            raise  # ours already names the path; KeyboardInterrupt and friends pass through
-        if isinstance(e, InvalidArgumentError):
-            raise
+        if isinstance(e, OutputError) or not is_io_error(e):
+            raise  # ours already names the path; bugs and KeyboardInterrupt pass through unchanged
         raise OutputError(f"{final}: cannot write ({_reason(e)})") from e
     _fsync_directory(final.parent)
 
@@ -448,6 +468,111 @@ def _cut_torn_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+# --- The output directory's lock -------------------------------------------------------------------
+class OutputLock:
+    """``<out_dir>/.vggish-tf2.lock``, locked for as long as a run writes ``out_dir``.
+
+    POSIX: ``fcntl.flock`` (exclusive, non-blocking); Windows: ``msvcrt.locking`` on its first
+    byte. The lock belongs to the open file, so the system drops it when the process ends in any
+    way (kill -9 included): a lock file left by a killed run never blocks the next one. The file
+    holds the holder's pid, host and start time, which a refused run names. :meth:`release`
+    removes it; a run that finds the path replaced after locking (a finishing run removed it in
+    between) starts again on the new file. Network file systems may not honour the lock.
+    """
+
+    def __init__(self, out_dir: PathLike):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "OutputLock":
+        """Lock, or raise OutputInUseError naming the run that holds it."""
+        if self._fd is not None:
+            return self
+        for _attempt in range(100):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as e:
+                raise OutputError(f"{self.path}: cannot open the output directory's lock file ({_reason(e)})") from e
+            try:
+                if not _try_lock(fd):
+                    raise OutputInUseError(
+                        f"{self.out_dir}: another vggish-tf2 run is writing here ({_holder(fd)}); wait for it to "
+                        f"finish, or use another --out (a run that was killed leaves no lock behind)")
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:  # the previous holder removed the file as we locked it: lock the new one
+                    os.close(fd)
+                    continue
+                holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, b"\n" + json.dumps(holder).encode() + b"\n")  # byte 0 is the one locked on Windows
+            except BaseException as e:
+                os.close(fd)
+                if isinstance(e, OSError) and not isinstance(e, OutputError):
+                    raise OutputError(f"{self.path}: cannot lock the output directory ({_reason(e)})") from e
+                raise
+            self._fd = fd
+            return self
+        raise OutputError(f"{self.path}: cannot lock the output directory (its lock file keeps being replaced)")
+
+    def release(self) -> None:
+        """Remove the lock file, then unlock (closing the file unlocks it)."""
+        if self._fd is None:
+            return
+        try:
+            fd_ino = os.fstat(self._fd).st_ino
+            if os.stat(self.path, follow_symlinks=False).st_ino == fd_ino:
+                self.path.unlink()
+        except OSError:  # already gone, or Windows refusing to remove an open file: harmless
+            logger.debug("cannot remove %s", self.path, exc_info=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # the first byte; the holder's details follow it
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(fd: int) -> str:
+    """The locking run as its lock file describes it: pid, host and start time."""
+    try:
+        os.lseek(fd, 1, os.SEEK_SET)  # past the first byte, which Windows keeps locked
+        text = os.read(fd, 4096).decode("utf-8", "replace")
+        holder = json.loads(text)
+        return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid and host not recorded yet"
+
+
 # --- Clean-up -----------------------------------------------------------------------------------------
 def remove_stale_temporaries(out_dir: PathLike) -> list[Path]:
     """Delete temporary files (``.<name>.tmp-<pid>-<hex>``) left under ``out_dir`` by a killed run.
@@ -488,9 +613,11 @@ def _process_alive(pid: int) -> bool:
 
 
 __all__ = [
+    "LOCK_NAME",
     "MANIFEST_NAME",
     "Manifest",
     "OUTPUT_FORMATS",
+    "OutputLock",
     "check_output_format",
     "read_npz",
     "remove_stale_temporaries",

@@ -16,13 +16,19 @@ Every output is written atomically (see :mod:`vggish_tf2.outputs`), then its lin
 a later run into the same directory with other settings is refused unless ``overwrite=True``.
 Rerunning the same command skips every input whose last manifest record is ok or skipped, whose
 output still exists, and whose size and mtime have not changed since; failed inputs are retried.
-An error on one file is recorded and the run goes on; a KeyboardInterrupt stops it after the
-current file (what is done is complete and in the manifest) and is re-raised as
-:class:`RunInterrupted`, which carries the summary.
+An error on one file (its decoding, or an OSError writing its output) is recorded and the run
+goes on; a KeyboardInterrupt stops it after the current file (what is done is complete and in the
+manifest) and is re-raised as :class:`RunInterrupted`, which carries the summary. Any other error
+is a bug, not the file's fault: the run stops at once with :class:`RunStopped` (an
+:class:`~vggish_tf2.errors.InternalError` naming the file, also carrying the summary), keeping
+what finished.
+
+A run holds ``<out>/.vggish-tf2.lock`` (:class:`~vggish_tf2.outputs.OutputLock`) from before the
+model loads (when ``out_dir`` exists) to its end: a second run into the same directory is
+refused at once with :class:`~vggish_tf2.errors.OutputInUseError` naming the first (pid, host).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 import numpy as np
 
 from vggish_tf2 import outputs, params
-from vggish_tf2.errors import InvalidArgumentError, OutputError, VGGishError, one_line
-from vggish_tf2.hashing import sha256_file
+from vggish_tf2.errors import InternalError, InvalidArgumentError, OutputError, VGGishError, one_line
+from vggish_tf2.hashing import export_fingerprint
 from vggish_tf2.inputs import AUDIO_EXTENSIONS, InputFile, expand_inputs, read_list_file  # noqa: F401 (re-exported)
 from vggish_tf2.outputs import Manifest
 from vggish_tf2.summary import RunSummary
@@ -64,24 +70,25 @@ class RunInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
+class RunStopped(InternalError):
+    """An unexpected error (a bug) stopped the run; the message names the file, ``__cause__`` is
+    the error, ``summary`` describes what finished (it is recorded in the manifest)."""
+
+    def __init__(self, message: str, summary: "RunSummary"):
+        super().__init__(message)
+        self.summary = summary
+
+
 # --- Model fingerprint and run configuration -------------------------------------------------------
-def model_fingerprint(model_path: str) -> str:
-    """``sha256:<hex>`` naming the model's files: the hash of the export's recorded file hashes
-    (every file of the export), else of its saved_model.pb; a TF Hub handle names itself."""
+def model_fingerprint(model_path: str, *, files_verified: bool = True) -> str:
+    """``sha256-files:<hex>`` naming every file of the export (see
+    :func:`vggish_tf2.hashing.export_fingerprint`): the hash of its recorded file hashes when the
+    files were checked against them at load, else of the files' hashes now (~1 s for VGGish's
+    277 MB). A TF Hub handle names itself. No TensorFlow needed."""
     path = Path(model_path)
     if not path.is_dir():
         return f"handle:{model_path}"
-    from vggish_tf2.model import FILE_HASHES  # the embedder has loaded the model: TF is imported
-
-    recorded = path / FILE_HASHES
-    if recorded.is_file():
-        try:
-            hashes = json.loads(recorded.read_text())
-        except (OSError, ValueError) as e:
-            raise OutputError(f"{recorded}: cannot read the export's file hashes ({e})") from e
-        canonical = json.dumps(hashes, sort_keys=True, separators=(",", ":")).encode()
-        return "sha256-files:" + hashlib.sha256(canonical).hexdigest()
-    return "sha256:" + sha256_file(path / "saved_model.pb")
+    return export_fingerprint(path, trust_recorded=files_verified)
 
 
 def _versions() -> dict[str, str]:
@@ -194,6 +201,7 @@ def _write(
 _EMBEDDER_OPTION_DEFAULTS = {
     "model": None, "device": None, "memory_fraction": None, "batch_size": "auto", "resampler": None,
     "frontend_precision": None, "short_clips": None, "hop_seconds": None, "workers": None,
+    "verify_model_hashes": True,
 }
 
 
@@ -216,11 +224,13 @@ def embed_corpus(
     short_clips: str | None = None,
     hop_seconds: float | None = None,
     workers: int | None = None,
+    verify_model_hashes: bool = True,
 ) -> RunSummary:
     """Embed every input into ``out_dir`` (see the module doc); returns the run's summary.
 
-    The embedder options (``model`` ... ``workers``) build an :class:`~vggish_tf2.embedder.Embedder`
-    (defaults: the packaged model, best device, soxr_hq, hop 0.96 s, short clips dropped);
+    The embedder options (``model`` ... ``verify_model_hashes``) build an
+    :class:`~vggish_tf2.embedder.Embedder` (defaults: the packaged model, its files checked
+    against their recorded hashes, best device, soxr_hq, hop 0.96 s, short clips dropped);
     alternatively pass a ready ``embedder`` and none of them. ``postprocess`` adds AudioSet's
     PCA + uint8 rows when the model has PCA; the ``tfrecord`` format needs them.
     """
@@ -228,12 +238,14 @@ def embed_corpus(
     outputs.check_output_format(output_format)
     if not isinstance(postprocess, bool):
         raise InvalidArgumentError(f"postprocess={postprocess!r} must be True or False")
+    if not isinstance(verify_model_hashes, bool):
+        raise InvalidArgumentError(f"verify_model_hashes={verify_model_hashes!r} must be True or False")
     if output_format == "tfrecord" and not postprocess:
         raise InvalidArgumentError("format 'tfrecord' stores AudioSet's post-processed uint8 embeddings: "
                                    "it cannot be combined with --no-postprocess (use npz or parquet)")
     options = {"model": model, "device": device, "memory_fraction": memory_fraction, "batch_size": batch_size,
                "resampler": resampler, "frontend_precision": frontend_precision, "short_clips": short_clips,
-               "hop_seconds": hop_seconds, "workers": workers}
+               "hop_seconds": hop_seconds, "workers": workers, "verify_model_hashes": verify_model_hashes}
     if embedder is not None:
         given = sorted(k for k, v in options.items() if v != _EMBEDDER_OPTION_DEFAULTS[k])
         if given:
@@ -242,34 +254,68 @@ def embed_corpus(
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory")
     items = expand_inputs(inputs, list_files=list_files, exclude=out_dir)
-    if embedder is None and not overwrite:
-        # Refuse a settings change before the model loads, on what is already known.
-        known = {"format": output_format, "postprocess": postprocess, "resampler": resampler,
-                 "short_clips": short_clips, "frontend_precision": frontend_precision,
-                 "hop_samples": params.example_hop_samples(hop_seconds) if hop_seconds is not None else None}
-        _check_run_config(out_dir, {k: v for k, v in known.items() if v is not None}, overwrite=False, record=False)
+    summary = RunSummary(out_dir=out_dir, output_format=output_format, files=len(items))
+    # An existing directory is locked before the model loads, so a second run stops at once; a
+    # new one once it is created (after the model loads: a refused model leaves no directory).
+    lock = outputs.OutputLock(out_dir).acquire() if out_dir.is_dir() else None
+    try:
+        try:
+            if embedder is None and not overwrite:
+                # Refuse a settings change before the model loads, on what is already known.
+                known = {"format": output_format, "postprocess": postprocess, "resampler": resampler,
+                         "short_clips": short_clips, "frontend_precision": frontend_precision,
+                         "hop_samples": params.example_hop_samples(hop_seconds) if hop_seconds is not None else None}
+                _check_run_config(out_dir, {k: v for k, v in known.items() if v is not None}, overwrite=False,
+                                  record=False)
+            if embedder is None:
+                from vggish_tf2.embedder import Embedder
 
-    if embedder is None:
-        from vggish_tf2.embedder import Embedder
+                kwargs = {k: v for k, v in options.items() if v is not None and k != "model"}
+                embedder = Embedder(model, **kwargs)
+                files_verified = verify_model_hashes
+            else:
+                # TODO(lead): drop the getattr once the Embedder keeps verify_model_hashes.
+                files_verified = bool(getattr(embedder, "verify_model_hashes", True))
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(f"{out_dir}: cannot create the output directory ({e.strerror or e})") from e
+            if lock is None:
+                lock = outputs.OutputLock(out_dir).acquire()
+            _run(items, out_dir=out_dir, embedder=embedder, summary=summary, output_format=output_format,
+                 postprocess=postprocess, overwrite=overwrite, progress=progress, files_verified=files_verified)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            logger.warning("interrupted: %d outputs written; rerun the same command to resume", summary.ok)
+    finally:
+        if lock is not None:
+            lock.release()
+        summary.wall_seconds = time.perf_counter() - started
+    if summary.interrupted:
+        raise RunInterrupted(summary)
+    logger.info("run done: %d ok, %d failed, %d skipped, %d already done; %.1f audio s/s, %.1f examples/s",
+                summary.ok, summary.failed, summary.skipped, summary.already_done,
+                summary.audio_seconds_per_second, summary.examples_per_second)
+    return summary
 
-        kwargs = {k: v for k, v in options.items() if v is not None and k != "model"}
-        embedder = Embedder(model, **kwargs)
+
+def _run(items: list[InputFile], *, out_dir: Path, embedder: "Embedder", summary: RunSummary, output_format: str,
+         postprocess: bool, overwrite: bool, progress: "Progress | None", files_verified: bool) -> None:
+    """The locked part of a run: check the directory's settings, then embed and record each input."""
     use_postprocess = postprocess and embedder.has_pca
     if output_format == "tfrecord" and not embedder.has_pca:
         raise InvalidArgumentError(f"{embedder.model_path}: has no PCA parameters, so it cannot write AudioSet "
                                    "TFRecords (re-convert with the PCA file, or use npz or parquet)")
     if postprocess and not embedder.has_pca:
         logger.warning("%s has no PCA parameters: outputs hold the raw embeddings only", embedder.model_path)
-    if embedder.synthetic_weights:  # the Embedder warned when it loaded the model; the outputs say it too
-        logger.info("SYNTHETIC WEIGHTS: %s; every output's metadata records it", embedder.model_path)
+    # Synthetic weights: the Embedder warned when it loaded the model (once); the outputs record it.
+    summary.synthetic_weights = embedder.synthetic_weights
+    summary.device = embedder.device
+    summary.batch_size = embedder.batch_size
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{out_dir}: cannot create the output directory ({e.strerror or e})") from e
     for stale in outputs.remove_stale_temporaries(out_dir):
         logger.info("removed %s, left by an interrupted run", stale)
-    fingerprint = model_fingerprint(embedder.model_path)
+    fingerprint = model_fingerprint(embedder.model_path, files_verified=files_verified)
     # postprocess as asked: whether PCA rows exist follows from the model, which model_hash names.
     config = _run_config(embedder, output_format=output_format, postprocess=postprocess, fingerprint=fingerprint)
     _check_run_config(out_dir, config, overwrite=overwrite)
@@ -291,14 +337,10 @@ def embed_corpus(
     if embedder.synthetic_weights:
         base_metadata["warning"] = "SYNTHETIC WEIGHTS: these are not VGGish embeddings"
 
-    summary = RunSummary(out_dir=out_dir, output_format=output_format, files=len(items),
-                         synthetic_weights=embedder.synthetic_weights, device=embedder.device,
-                         batch_size=embedder.batch_size)
     suffix = OUTPUT_SUFFIXES[output_format]
     previous = {} if overwrite else Manifest.load(out_dir)
     manifest = Manifest(out_dir)
     manifest.open()
-    todo: list[tuple[InputFile, Path, str, tuple[int, int] | None]] = []
 
     def record(item: InputFile, status: str, *, signature, **fields) -> None:
         size, mtime = signature if signature is not None else (None, None)
@@ -319,45 +361,53 @@ def embed_corpus(
                              examples=fields.get("examples") or 0)
 
     try:
+        runnable = []
         for item in items:
             signature = _input_signature(item.path)
             try:
                 output = outputs.safe_output_path(out_dir, item.relative, suffix)
             except VGGishError as e:
-                output = None
-                error = e
-            relative_output = output.relative_to(out_dir.resolve()).as_posix() if output is not None else None
-            if output is not None and _already_done(previous.get(item.relative), out_dir=out_dir,
-                                                     output_relative=relative_output, signature=signature):
-                summary.already_done += 1
+                runnable.append((item, None, str(e), signature))  # fails below, in input order
                 continue
-            if output is None:
-                todo.append((item, None, str(error), signature))
+            relative_output = output.relative_to(out_dir.resolve()).as_posix()
+            if _already_done(previous.get(item.relative), out_dir=out_dir, output_relative=relative_output,
+                             signature=signature):
+                summary.already_done += 1
             else:
-                todo.append((item, output, relative_output, signature))
+                runnable.append((item, output, relative_output, signature))
         if summary.already_done:
             logger.info("%d of %d inputs already done in %s", summary.already_done, len(items), out_dir)
         if progress is not None:
             progress.start(total_files=len(items), already_done=summary.already_done)
 
         # Inputs whose output path is refused fail here; the rest go to the embedder.
-        runnable = []
-        for item, output, relative_or_error, signature in todo:
+        for item, output, error, signature in runnable:
             if output is None:
-                record(item, "failed", signature=signature, error=relative_or_error)
-            else:
-                runnable.append((item, output, relative_or_error, signature))
+                record(item, "failed", signature=signature, error=error)
+        runnable = [entry for entry in runnable if entry[1] is not None]
 
         processing_started = time.perf_counter()
         results = embedder.embed_files([item.path for item, *_ in runnable])
+        current = None
         try:
-            for (item, output, relative_output, signature), result in zip(runnable, results):
-                _handle_result(item, output, relative_output, signature, result, record=record,
-                               embedder=embedder, output_format=output_format, use_postprocess=use_postprocess,
-                               base_metadata=base_metadata, summary=summary)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            logger.warning("interrupted: %d outputs written; rerun the same command to resume", summary.ok)
+            for entry in runnable:
+                current = entry[0]
+                result = next(results)
+                _handle_result(*entry, result, record=record, embedder=embedder, output_format=output_format,
+                               use_postprocess=use_postprocess, base_metadata=base_metadata, summary=summary)
+            current = None
+        except Exception as e:  # noqa: BLE001 - a bug stops the run, naming the file; what is done stays
+            if isinstance(e, VGGishError) and not isinstance(e, (InvalidArgumentError, InternalError)):
+                raise  # a run-level error that names itself: the manifest's disk, the device, the model
+            summary.stopped = one_line(f"{type(e).__name__}: {e}")
+            logger.debug("stopped by an unexpected error", exc_info=True)
+            finished = f"the run stopped; what finished is recorded in {manifest.path} (rerun to resume)"
+            if isinstance(e, InternalError):  # the Embedder's own report of a bug names the file
+                raise RunStopped(f"{one_line(e)}; {finished}", summary) from e
+            where = f"{current.path}: " if current is not None else ""
+            raise RunStopped(
+                f"{where}{type(e).__name__}: {one_line(e)}. This is a bug in vggish-tf2, not a fault of the file: "
+                f"{finished}; -v shows the traceback; please report it", summary) from e
         finally:
             results.close()  # stops the decoding threads
             summary.processing_seconds = time.perf_counter() - processing_started
@@ -365,37 +415,43 @@ def embed_corpus(
         manifest.close()
         if progress is not None:
             progress.close()
-        summary.wall_seconds = time.perf_counter() - started
-    embedder.log_stats()
-    if summary.interrupted:
-        raise RunInterrupted(summary)
-    logger.info("run done: %d ok, %d failed, %d skipped, %d already done; %.1f audio s/s, %.1f examples/s",
-                summary.ok, summary.failed, summary.skipped, summary.already_done,
-                summary.audio_seconds_per_second, summary.examples_per_second)
-    return summary
+        embedder.log_stats()
+
+
+def _status(result: "FileResult") -> str:
+    """ok, skipped (no example: shorter than one, short clips dropped) or failed: the word the
+    manifest, the summary and the API's FileResult use."""
+    status = getattr(result, "status", None)  # TODO(lead): FileResult.status; then drop the fallback
+    if status is not None:
+        return status
+    if result.error is not None:
+        return "failed"
+    return "skipped" if len(result.embedding) == 0 else "ok"
 
 
 def _handle_result(item, output, relative_output, signature, result, *, record, embedder, output_format,
                    use_postprocess, base_metadata, summary) -> None:
-    """Write one file's output, then its manifest line. Any error but the manifest's is the file's."""
-    if result.error is not None:
+    """Write one file's output, then its manifest line. An OSError writing it is the file's
+    failure (recorded, the run goes on); any other error propagates: it is a bug."""
+    status = _status(result)
+    if status == "failed":
         record(item, "failed", signature=signature, error=str(result.error) or type(result.error).__name__)
         return
     examples = len(result.embedding)
     duration = float(result.duration_seconds)
     summary.audio_seconds += duration
-    if examples == 0:
+    if status == "skipped":
         reason = (f"{duration:.3f} s is shorter than one example ({params.EXAMPLE_WINDOW_SAMPLES / params.SAMPLE_RATE} s)"
                   f" and short clips are dropped (--short-clips pad or repeat embeds it)")
         record(item, "skipped", signature=signature, examples=0, duration_seconds=duration, reason=reason)
         return
+    postprocessed = embedder.postprocess(result.embedding) if use_postprocess else None
+    metadata = {**base_metadata, "input": item.relative, "duration_seconds": duration, "examples": examples}
     try:
-        postprocessed = embedder.postprocess(result.embedding) if use_postprocess else None
-        metadata = {**base_metadata, "input": item.relative, "duration_seconds": duration, "examples": examples}
         _write(output_format, output, item=item, result=result, postprocessed=postprocessed, metadata=metadata)
-    except Exception as e:  # noqa: BLE001 - one file's failure is recorded; the run goes on
+    except OSError as e:  # OutputError included: the disk, the name, permissions; the run goes on
         logger.debug("%s: writing failed", item.relative, exc_info=True)
-        message = str(e) if isinstance(e, VGGishError) else f"{output}: {type(e).__name__}: {e}"
+        message = str(e) if isinstance(e, VGGishError) else f"{output}: cannot write ({one_line(e)})"
         record(item, "failed", signature=signature, examples=examples, duration_seconds=duration, error=message)
         return
     summary.examples += examples
@@ -406,6 +462,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "InputFile",
     "RunInterrupted",
+    "RunStopped",
     "RunSummary",
     "embed_corpus",
     "expand_inputs",

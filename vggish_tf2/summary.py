@@ -10,7 +10,8 @@ from vggish_tf2.progress import format_seconds
 
 @dataclasses.dataclass
 class RunSummary:
-    """What a run did. ``files`` = ok + skipped + failed + already_done."""
+    """What a run did. ``files`` = ok + skipped + failed + already_done + not_done (inputs an
+    interrupted or stopped run did not reach)."""
 
     out_dir: Path
     output_format: str
@@ -24,6 +25,7 @@ class RunSummary:
     processing_seconds: float = 0.0  # from the first file to the last (model load excluded)
     wall_seconds: float = 0.0  # the whole call
     interrupted: bool = False
+    stopped: str | None = None  # the error that stopped the run early (a bug), one line
     synthetic_weights: bool = False
     device: str = ""
     batch_size: int = 0
@@ -32,6 +34,11 @@ class RunSummary:
     @property
     def manifest_path(self) -> Path:
         return self.out_dir / outputs.MANIFEST_NAME
+
+    @property
+    def not_done(self) -> int:
+        """Inputs not reached: the run was interrupted or stopped before them (0 after a whole run)."""
+        return max(0, self.files - self.ok - self.skipped - self.failed - self.already_done)
 
     @property
     def audio_hours(self) -> float:
@@ -47,28 +54,32 @@ class RunSummary:
 
     @property
     def exit_status(self) -> int:
-        """0 when every input is ok, skipped or already done; 1 when any failed (130 if interrupted)."""
+        """0 when every input is ok, skipped or already done; 1 when any failed or the run was
+        stopped by an error (130 if interrupted)."""
         if self.interrupted:
             return 130
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.stopped else 0
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["out_dir"] = str(self.out_dir)
-        d.update(audio_hours=self.audio_hours, audio_seconds_per_second=self.audio_seconds_per_second,
+        d.update(not_done=self.not_done, audio_hours=self.audio_hours, audio_seconds_per_second=self.audio_seconds_per_second,
                  examples_per_second=self.examples_per_second)
         return d
 
     def format(self, *, max_failures: int = 10) -> str:
         """The closing summary, a few lines of text."""
+        # No synthetic-weights banner: the Embedder warns once when it loads such a model, and
+        # every output's metadata records it.
         lines = []
-        if self.synthetic_weights:
-            lines.append("WARNING: SYNTHETIC WEIGHTS: this model's outputs are not VGGish embeddings")
         if self.interrupted:
             lines.append("INTERRUPTED: rerun the same command to resume")
+        if self.stopped:
+            lines.append("STOPPED by an error (see stderr); what finished is recorded: rerun the same command to resume")
+        not_done = f", {self.not_done} not done" if self.not_done or self.interrupted or self.stopped else ""
         lines.append(
             f"files      {self.files} total: {self.ok} ok, {self.failed} failed, {self.skipped} skipped (too short), "
-            f"{self.already_done} already done"
+            f"{self.already_done} already done{not_done}"
         )
         lines.append(f"audio      {self.audio_hours:.3f} h ({self.audio_seconds:.1f} s), {self.examples} examples")
         lines.append(
