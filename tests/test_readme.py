@@ -20,7 +20,8 @@ one of the rules in ``classify``:
     exist in pyproject.toml), ``bash scripts/demo.sh`` (``bash -n``, and it reads the export
     metadata file the library writes), the test command (.ci/run runs each of its ``&&`` steps,
     ``pip -q`` aside), ``python -m convert.checkpoint_to_savedmodel ...`` (its arguments parse; a
-    conversion takes ~40 s here, and tests/test_converter.py runs the converter's command line).
+    conversion takes about a minute on 2 cores, and tests/test_converter.py runs the converter's
+    command line).
   - A line that no rule knows fails: add a rule here, or mark the block.
 
 Other fences (``text``, ``json``, ...) hold output or data and are not run; an unknown language fails.
@@ -208,7 +209,7 @@ def classify(command: ShellLine) -> tuple[str, str, object] | None:
     if argv[:3] == ["python", "-m", "convert.checkpoint_to_savedmodel"]:
         if "--download" in argv:
             return "needs the network", "arguments", _check_converter_arguments
-        return ("a conversion takes ~40 s; tests/test_converter.py runs the converter's command line",
+        return ("a conversion takes about a minute on 2 cores; tests/test_converter.py runs the converter's command line",
                 "arguments", _check_converter_arguments)
     return None
 
