@@ -6,10 +6,10 @@ checks that asset, so an export made for other parameters is refused rather than
 
 Signatures (all tf.functions, usable from tf.saved_model.load, tensorflow_hub.load,
 hub.KerasLayer and keras.layers.TFSMLayer):
-  __call__ / serving_default    waveform [T] float32 16 kHz -> [N, 128] float32 (TF Hub google/vggish/1 style)
-  embed_batch                   waveforms [B, T] -> [B, N, 128]
+  __call__ / serving_default    waveform [T] float32 (or float64) 16 kHz -> [N, 128] float32 (TF Hub google/vggish/1 style)
+  embed_batch                   waveforms [B, T] float32 or float64 -> [B, N, 128]
   embed_log_mel                 log-mel examples [B, 96, 64] -> [B, 128]
-  embed_windows                 example windows [B, 15600] -> [B, 128] (the fixed-shape device step)
+  embed_windows                 example windows [B, 15600] float32 or float64 -> [B, 128] (the device step)
   postprocess                   [B, 128] float32 -> [B, 128] uint8 (only when the export has PCA)
   waveform_to_log_mel           waveform [T] -> [N, 96, 64] float32
 """
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from vggish_tf2 import frontend, params
+from vggish_tf2 import frontend, params, step
 from vggish_tf2.errors import ModelError
 from vggish_tf2.hashing import (  # noqa: F401 (FILE_HASHES, METADATA_ASSET, the hash functions: re-exported)
     FILE_HASHES,
@@ -36,15 +36,13 @@ from vggish_tf2.hashing import (  # noqa: F401 (FILE_HASHES, METADATA_ASSET, the
     verify_file_hashes,
     write_file_hashes,
 )
-from vggish_tf2.network import VGGishNetwork, forward
+from vggish_tf2.network import VGGishNetwork
 from vggish_tf2.postprocess import Postprocessor, postprocess
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "vggish-tf2-export"
-EXPORT_FORMAT_VERSION = 1  # bump when signatures or the metadata schema change incompatibly
-# Rows per step inside the 1-D signatures: bounds their memory on long inputs.
-SIGNATURE_BATCH_EXAMPLES = 64
+EXPORT_FORMAT_VERSION = 2  # 2: fixed-shape network calls, float64 inputs. Bump when signatures or the metadata schema change incompatibly
 
 
 def library_versions() -> dict[str, str]:
@@ -86,20 +84,16 @@ def make_metadata(
     return metadata
 
 
-_WAVEFORM = tf.TensorSpec([None], tf.float32, name="waveform")
+def _specs(shape: list, name: str) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+    """float32 and float64 specs of one input: every signature also takes float64, so samples
+    can stay float64 from decoding to a float64 front end (the reference's precision)."""
+    return tf.TensorSpec(shape, tf.float32, name=name), tf.TensorSpec(shape, tf.float64, name=name)
 
 
-def _in_batches(fn, rows, out_shape: list, out_dtype):
-    """fn over SIGNATURE_BATCH_EXAMPLES rows at a time, so a long waveform never materializes
-    every example's activations at once. rows [N, ...] -> [N, *out_shape]."""
-    n = tf.shape(rows)[0]
-    batch = SIGNATURE_BATCH_EXAMPLES
-    padded_n = ((n + batch - 1) // batch) * batch
-    padding = tf.concat([[[0, padded_n - n]], tf.zeros([tf.rank(rows) - 1, 2], tf.int32)], 0)
-    chunks = tf.reshape(tf.pad(rows, padding), tf.concat([[padded_n // batch, batch], tf.shape(rows)[1:]], 0))
-    spec = tf.TensorSpec([batch] + out_shape, out_dtype)
-    out = tf.map_fn(fn, chunks, fn_output_signature=spec, parallel_iterations=1)
-    return tf.reshape(out, [-1] + out_shape)[:n]
+_WAVEFORM_SPECS = _specs([None], "waveform")
+_WAVEFORMS_SPECS = _specs([None, None], "waveforms")
+_WINDOWS_SPECS = _specs([None, params.EXAMPLE_WINDOW_SAMPLES], "windows")
+_LOG_MEL_SPEC = tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32, name="log_mel")
 
 
 class VGGishExport(tf.Module):
@@ -126,50 +120,52 @@ class VGGishExport(tf.Module):
                 lambda embeddings: postprocess(self.postprocessor, embeddings),
                 input_signature=[tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32, name="embeddings")],
             )
+        # Trace every method for both input dtypes, so the saved object accepts either.
+        for method, specs in (
+            (self.__call__, _WAVEFORM_SPECS),
+            (self.waveform_to_log_mel, _WAVEFORM_SPECS),
+            (self.embed_batch, _WAVEFORMS_SPECS),
+            (self.embed_windows, _WINDOWS_SPECS),
+        ):
+            for spec in specs:
+                method.get_concrete_function(spec)
 
-    # The methods below are the export's signatures. Traced at save time; `self._precision` is
-    # a Python constant baked into the graph.
-    def _embed_windows(self, windows):
-        features = frontend.log_mel_windows(windows, precision=self._precision)  # [B,96,64]
-        return forward(self.network, tf.cast(features, tf.float32))  # [B,128]
-
+    # The methods below are the export's signatures: every network call inside them goes through
+    # vggish_tf2.step (one fixed shape), the same graph the Embedder runs, so they give the
+    # Embedder's numbers bit for bit. `self._precision` is a Python constant baked into the graph.
     def _waveform_embeddings(self, waveform):
         windows = frontend.waveform_to_windows(waveform)  # [N,15600]
-        return _in_batches(self._embed_windows, windows, [params.EMBEDDING_SIZE], tf.float32)
+        return step.embed_windows(self.network, windows, precision=self._precision)  # [N,128]
 
-    @tf.function(input_signature=[_WAVEFORM])
+    @tf.function
     def __call__(self, waveform):
         return self._waveform_embeddings(waveform)
 
-    @tf.function(input_signature=[_WAVEFORM])
+    @tf.function
     def waveform_to_log_mel(self, waveform):
-        windows = frontend.waveform_to_windows(waveform)  # [N,15600]
+        return step.log_mel(frontend.waveform_to_windows(waveform), precision=self._precision)  # [N,96,64]
 
-        def log_mel(w):
-            return tf.cast(frontend.log_mel_windows(w, precision=self._precision), tf.float32)
-
-        return _in_batches(log_mel, windows, [params.NUM_FRAMES, params.NUM_BANDS], tf.float32)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms")])
+    @tf.function
     def embed_batch(self, waveforms):
         spec = tf.TensorSpec([None, params.EMBEDDING_SIZE], tf.float32)
         return tf.map_fn(self._waveform_embeddings, waveforms, fn_output_signature=spec)  # [B,N,128]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, params.EXAMPLE_WINDOW_SAMPLES], tf.float32, name="windows")])
+    @tf.function
     def embed_windows(self, windows):
-        return self._embed_windows(windows)
+        return step.embed_windows(self.network, windows, precision=self._precision)  # [B,128]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32, name="log_mel")])
+    @tf.function(input_signature=[_LOG_MEL_SPEC])
     def embed_log_mel(self, log_mel):
-        return forward(self.network, log_mel)
+        return step.embed_log_mel(self.network, log_mel)  # [B,128]
 
     def signatures(self) -> dict:
+        """Serving signatures (float32 inputs, as TF Hub's); the restored object's methods also take float64."""
         sigs = {
-            "serving_default": self.__call__,
-            "embed_batch": self.embed_batch,
-            "embed_windows": self.embed_windows,
+            "serving_default": self.__call__.get_concrete_function(_WAVEFORM_SPECS[0]),
+            "embed_batch": self.embed_batch.get_concrete_function(_WAVEFORMS_SPECS[0]),
+            "embed_windows": self.embed_windows.get_concrete_function(_WINDOWS_SPECS[0]),
             "embed_log_mel": self.embed_log_mel,
-            "waveform_to_log_mel": self.waveform_to_log_mel,
+            "waveform_to_log_mel": self.waveform_to_log_mel.get_concrete_function(_WAVEFORM_SPECS[0]),
         }
         if self.postprocessor is not None:
             sigs["postprocess"] = self.postprocess
