@@ -15,7 +15,7 @@ the ``google`` preset), ``report`` (the JSON report), ``plot`` (matplotlib), ``c
 (``vggish-tf2 fad`` and ``vggish-tf2 stats``). No TensorFlow is imported until audio is embedded
 or a Google statistics file is read.
 """
-from vggish_tf2.fad.corpus import FadSettings, Side, google_windows, load_side
+from vggish_tf2.fad.corpus import FadSettings, Side, embed_waveforms_google, google_windows, load_side
 from vggish_tf2.fad.distance import KernelDistance, frechet_distance, kernel_distance, trace_sqrt_product
 from vggish_tf2.fad.formats import FORMATS, StatsFileError, load_stats, save_stats
 from vggish_tf2.fad.report import ReportOptions, build_report, compare_embeddings, format_report
@@ -36,6 +36,7 @@ __all__ = [
     "build_report",
     "compare_embeddings",
     "compute_stats",
+    "embed_waveforms_google",
     "fad_inf",
     "format_report",
     "frechet_distance",
