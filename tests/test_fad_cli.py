@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from vggish_tf2 import cli as main_cli
-from vggish_tf2 import params, windows
+from vggish_tf2 import windows
 from vggish_tf2.fad import cli as fad_cli
 from vggish_tf2.fad import load_stats
 from vggish_tf2.fad.corpus import FadSettings, google_windows, load_side

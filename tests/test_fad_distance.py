@@ -233,3 +233,13 @@ def test_compare_embeddings_report():
     assert report["baseline"]["examples"] == report["eval"]["examples"] == sum(30 + i % 5 for i in range(10))
     with pytest.raises(InvalidArgumentError, match="statistics file"):
         compare_embeddings(compute_stats(np.concatenate(files(rng, 3))), files(rng, 3), kad=True)
+
+
+def test_importing_fad_needs_neither_tensorflow_nor_scipy_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, vggish_tf2.fad, vggish_tf2.fad.cli; "
+            "print(sorted(m for m in ('tensorflow', 'scipy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

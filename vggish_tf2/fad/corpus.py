@@ -239,7 +239,7 @@ def _collect(items: Iterator[_Item], *, source, kind, settings, synthetic, keep_
             continue
         side.files_ok += 1
         n, mean, scatter = block_moments(item.embedding, dim=params.EMBEDDING_SIZE)
-        accumulator._merge_moments(n, mean, scatter)
+        accumulator.merge_moments(n, mean, scatter)
         if keep_files:
             names.append(item.name)
             counts.append(n)

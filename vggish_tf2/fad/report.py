@@ -15,7 +15,6 @@ Report keys (also described in the README section):
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 

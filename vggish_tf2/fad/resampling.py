@@ -1,9 +1,12 @@
 """What a single FAD number does not say: its uncertainty, its sample-size bias, and which files
 drive it.
 
-- :func:`bootstrap_interval`: percentile bootstrap over *files* (examples of one file are not
-  independent, so files are the unit resampled), on each side that has files; a side given as a
-  statistics file is held fixed.
+- :func:`bootstrap_interval`: bootstrap over *files* (examples of one file are not independent,
+  so files are the unit resampled), on each side that has files; a side given as a statistics
+  file is held fixed. The interval is conservative: in a simulation (d = 16, 30 files of 8
+  examples a side with a per-file offset, 100 trials, 200 replicates) a nominal 90 % interval
+  held the expected FAD at that size 99 times in 100, and the replicates' std was 1.6x the true
+  std (0.41 vs 0.25): replicates repeat files, which adds to FAD's small-sample variance.
 - :func:`fad_inf`: FAD is biased upward by ~c/n. Like fadtk, FAD is computed on random subsets of
   ``n`` eval examples for ``steps`` (25) sizes from ``min_n`` to all, and a line is fitted to FAD
   against 1/n; its intercept is FAD-inf. Unlike fadtk, subsets are drawn without replacement (a

@@ -86,17 +86,18 @@ class StatsAccumulator:
 
     def update(self, embeddings) -> "StatsAccumulator":
         """Add a block of embeddings [n, dim] (any float or integer dtype; n may be 0)."""
-        self._merge_moments(*block_moments(embeddings, dim=self.dim))
+        self.merge_moments(*block_moments(embeddings, dim=self.dim))
         return self
 
     def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":
         """Add another accumulator's embeddings (Chan et al.'s pairwise update)."""
         if other.dim != self.dim:
             raise InvalidArgumentError(f"cannot merge statistics of dimension {other.dim} into {self.dim}")
-        self._merge_moments(other.count, other.mean, other.scatter)
+        self.merge_moments(other.count, other.mean, other.scatter)
         return self
 
-    def _merge_moments(self, n: int, mean: np.ndarray, scatter: np.ndarray) -> None:
+    def merge_moments(self, n: int, mean: np.ndarray, scatter: np.ndarray) -> None:
+        """Add a group given by its count, mean and scatter (as :func:`block_moments` returns)."""
         if n == 0:
             return
         if self.count == 0:
