@@ -28,6 +28,11 @@ NUM_BANDS = NUM_MEL_BINS  # Upstream's name for the feature width.
 EXAMPLE_WINDOW_SAMPLES = (NUM_FRAMES - 1) * STFT_HOP_LENGTH_SAMPLES + STFT_WINDOW_LENGTH_SAMPLES  # 15600
 EXAMPLE_HOP_SAMPLES = NUM_FRAMES * STFT_HOP_LENGTH_SAMPLES  # 15360 = 0.96 s
 
+# Rows of every network call (vggish_tf2.step): one shape, so an example's float32 roundings never
+# depend on its batch. 48 is a multiple of the x86 GEMM kernels' row blocks (6 for AVX2; 8, 16, 48
+# for AVX-512), so no row falls in a tail block.
+STEP_EXAMPLES = 48
+
 # --- Network and post-processing -------------------------------------------------------------
 EMBEDDING_SIZE = 128  # Width of the fc2 output ('vggish/embedding').
 PCA_EIGEN_VECTORS_NAME = "pca_eigen_vectors"  # [128, 128] in vggish_pca_params.npz

@@ -18,10 +18,7 @@ import tensorflow as tf
 from vggish_tf2 import frontend, params
 from vggish_tf2.network import forward
 
-# Rows of every network call. 48 is a multiple of the row blocks of the x86 GEMM kernels
-# (6 for AVX2, 8/16/48 for AVX-512), so no row falls in a tail block; throughput on the
-# 2-core CPU is flat between 32 and 64 rows (see benchmarks/README.md).
-STEP_EXAMPLES = 48
+STEP_EXAMPLES = params.STEP_EXAMPLES  # 48 rows per network call (see params)
 
 
 def padded_rows(count: int) -> int:
