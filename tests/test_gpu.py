@@ -150,7 +150,7 @@ def test_memory_growth_is_what_the_plan_reports(exported_model, accelerator, req
         before = used_bytes(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            e = Embedder(MODEL, device="gpu", devices=[0], memory_fraction=0.9, allow_growth={growth}, batch_size=8)
+            e = Embedder(MODEL, device="gpu", devices=[0], memory_fraction=0.9, allow_growth={growth}, batch_size=48)
         e.embed(waveform(2), sample_rate=16000)
         after = used_bytes(0)
         report(reported=e.plan.allow_growth, limit=e.plan.memory_limit_bytes, before=before, after=after,
@@ -197,7 +197,7 @@ def test_oom_halves_the_batch_on_the_gpu(exported_model, accelerator, request):
         x = waveform(400)
         got = e.embed(x, sample_rate=16000)
         stats = e._runner.stats
-        small = Embedder(MODEL, device="gpu", devices=[0], memory_fraction={fraction!r}, batch_size=8)
+        small = Embedder(MODEL, device="gpu", devices=[0], memory_fraction={fraction!r}, batch_size=48)
         ref = small.embed(x, sample_rate=16000)  # same device, batches that fit from the start
         report(device=e.device, batch=e.batch_size, retries=stats.oom_retries, fallbacks=stats.cpu_fallbacks,
                rows=int(got.shape[0]), max_rel=float(np.abs(got - ref).max() / np.abs(ref).max()))
@@ -206,7 +206,8 @@ def test_oom_halves_the_batch_on_the_gpu(exported_model, accelerator, request):
     assert out["retries"] >= 1, "the limit was not small enough to force an OOM: lower it"
     assert out["fallbacks"] == 0 and "GPU" in out["device"]
     assert out["rows"] == 416
-    assert out["max_rel"] <= TOLERANCE_TF32  # batch shapes differ only; same device
+    # Every network call has 48 rows (vggish_tf2.step): an OOM halving changes no bit on the same device.
+    assert out["max_rel"] == 0.0
 
 
 def test_outputs_match_the_cpu_and_throughput(exported_model, accelerator, request):
