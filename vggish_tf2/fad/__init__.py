@@ -15,12 +15,30 @@ the ``google`` preset), ``report`` (the JSON report), ``plot`` (matplotlib), ``c
 (``vggish-tf2 fad`` and ``vggish-tf2 stats``). No TensorFlow is imported until audio is embedded
 or a Google statistics file is read.
 """
-from vggish_tf2.fad.corpus import FadSettings, Side, embed_waveforms_google, google_windows, load_side
-from vggish_tf2.fad.distance import KernelDistance, frechet_distance, kernel_distance, trace_sqrt_product
-from vggish_tf2.fad.formats import FORMATS, StatsFileError, load_stats, save_stats
-from vggish_tf2.fad.report import ReportOptions, build_report, compare_embeddings, format_report
-from vggish_tf2.fad.resampling import FileSet, bootstrap_interval, fad_inf, per_file_contributions
-from vggish_tf2.fad.stats import GaussianStats, StatsAccumulator, compute_stats
+# Resolved on first use (PEP 562), so that registering the CLI subcommands (vggish_tf2.fad.cli)
+# costs nothing to `vggish-tf2 --help`.
+_LAZY = {
+    "FadSettings": "corpus", "Side": "corpus", "embed_waveforms_google": "corpus", "google_windows": "corpus",
+    "load_side": "corpus",
+    "KernelDistance": "distance", "frechet_distance": "distance", "kernel_distance": "distance",
+    "trace_sqrt_product": "distance",
+    "FORMATS": "formats", "StatsFileError": "formats", "load_stats": "formats", "save_stats": "formats",
+    "ReportOptions": "report", "build_report": "report", "compare_embeddings": "report", "format_report": "report",
+    "FileSet": "resampling", "bootstrap_interval": "resampling", "fad_inf": "resampling",
+    "per_file_contributions": "resampling",
+    "GaussianStats": "stats", "StatsAccumulator": "stats", "compute_stats": "stats",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"vggish_tf2.fad.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vggish_tf2.fad' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMATS",
