@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model_dir", metavar="MODEL_DIR")
     info.add_argument("--verify", action="store_true", help="also check every file against the hashes recorded at conversion")
     info.set_defaults(handler=_cmd_info, parser=info)
+    from vggish_tf2.fad.cli import add_subcommands as add_fad_subcommands  # numpy only: no TF at parse time
+
+    add_fad_subcommands(commands)
     return parser
 
 
