@@ -50,6 +50,7 @@ class BenchSettings:
     three_hour_seconds: float
     load_files: int
     load_file_seconds: float
+    whole_process_files: int  # issue 10's corpus: 120 clips of 10 s, 44.1 kHz stereo
 
 
 def _settings() -> BenchSettings:
@@ -72,6 +73,7 @@ def _settings() -> BenchSettings:
         three_hour_seconds=120.0 if quick else 3 * 3600.0,
         load_files=200 if quick else 10_000,
         load_file_seconds=1.0,  # one example each (0.975 s is the shortest clip that gives one)
+        whole_process_files=6 if quick else 120,
     )
 
 
@@ -210,6 +212,19 @@ def clip_corpus(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def whole_process_corpus(tmp_path_factory) -> Path:
+    """A directory of SETTINGS.whole_process_files clips like clip_corpus's (issue 10's corpus)."""
+    import soundfile as sf
+
+    out = tmp_path_factory.mktemp("whole_process_corpus")
+    for i in range(SETTINGS.whole_process_files):
+        sf.write(str(out / f"clip_{i:04d}.wav"), synthetic_audio(SETTINGS.corpus_clip_seconds, SETTINGS.corpus_rate_hz,
+                                                                   SETTINGS.corpus_channels, seed=i),
+                 SETTINGS.corpus_rate_hz, subtype="PCM_16")
+    return out
+
+
+@pytest.fixture(scope="session")
 def long_file(tmp_path_factory) -> Path:
     """One long WAV (10 min; 44.1 kHz stereo like the corpus)."""
     out = tmp_path_factory.mktemp("long")
@@ -231,6 +246,7 @@ def example_windows() -> np.ndarray:
 
 # --- Figures shared between benchmarks, and the targets summary ------------------------------------
 FIGURES: dict[str, float] = {}  # filled by the benchmarks of this session, read by the summary below
+WHOLE_PROCESS_LINES: list[str] = []  # benchmarks/test_whole_process.py's table, printed in the summary
 
 
 @pytest.fixture(scope="session")
@@ -265,6 +281,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             pct = FIGURES[key]
             tr.write_line(f"end to end ({name}) vs model-only on the same windows, measured between its rounds: "
                           f"{pct:.0f} % (target >= 85 %: {'met' if pct >= 85 else 'NOT met'})")
+    for line in WHOLE_PROCESS_LINES:
+        tr.write_line(line)
     line = _ratio_line("end to end (10-s clips) vs baseline", "e2e_clips_ex_per_s", "baseline_clips_ex_per_s", 2.0)
     if line:
         tr.write_line(line)

@@ -71,7 +71,7 @@ FLAG_OF_PARAMETER = {
     "memory_fraction": "--memory-fraction", "hop_seconds": "--hop-seconds", "batch_size": "--batch-size",
     "workers": "--workers", "short_clips": "--short-clips", "frontend_precision": "--frontend-precision",
     "resampler": "--resampler", "device": "--device", "format": "--format", "postprocess": "--postprocess",
-    "model": "--model", "verify_model_hashes": "--no-verify-model",
+    "model": "--model", "verify_model_hashes": "--no-verify-model", "jit_compile": "--jit-compile",
 }
 _PARAMETER = re.compile(r"(?<![\w.-])(" + "|".join(FLAG_OF_PARAMETER) + r")=")
 
@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--memory-fraction", type=_fraction, metavar="F",
                        help="share of each GPU's memory TensorFlow may use, in (0, 1] (default 0.8)")
     embed.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N",
-                       help="examples per device step (default: auto for the device)")
+                       help="examples per device step, a multiple of 48 (default: auto, measured once per "
+                            "machine and model and cached in ~/.cache/vggish-tf2/tuning.json)")
+    embed.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="XLA-compile the device step (default: measured with the batch size, or the mode "
+                            "the --out directory was made with; XLA rounds float32 otherwise, so it is recorded)")
     embed.add_argument("--resampler", choices=RESAMPLERS, help="soxr_hq (fast, default) or kaiser_best (the reference's resampy)")
     embed.add_argument("--frontend-precision", choices=PRECISIONS,
                        help="log-mel front end precision (default float64; float32 on Metal)")
@@ -184,7 +188,7 @@ def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
             model=args.model, device=args.device, memory_fraction=args.memory_fraction,
             batch_size=args.batch_size, resampler=args.resampler, frontend_precision=args.frontend_precision,
             short_clips=args.short_clips, hop_seconds=args.hop_seconds, workers=args.workers,
-            verify_model_hashes=args.verify_model,
+            verify_model_hashes=args.verify_model, jit_compile=args.jit_compile,
         )
     except RunInterrupted as e:
         print(e.summary.format(), flush=True)

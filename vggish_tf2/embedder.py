@@ -115,7 +115,7 @@ class Embedder:
         batch_size: int | str = "auto",
         frontend_precision: str | None = None,
         compute_dtype: str = "float32",
-        jit_compile: bool = False,
+        jit_compile: bool | str = "auto",
         hop_seconds: float = params.EXAMPLE_HOP_SECONDS,
         short_clips: str = "drop",
         resampler: str = audio.DEFAULT_RESAMPLER,
@@ -132,6 +132,8 @@ class Embedder:
             raise InvalidArgumentError(f"compute_dtype={compute_dtype!r} must be float32, float16 or bfloat16")
         if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0)):
             raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive integer or 'auto'")
+        if not (jit_compile == "auto" or isinstance(jit_compile, bool)):
+            raise InvalidArgumentError(f"jit_compile={jit_compile!r} must be True, False or 'auto'")
         if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
             raise InvalidArgumentError(f"workers={workers!r} must be a positive integer")
         self.hop_samples = params.example_hop_samples(hop_seconds)
@@ -145,28 +147,96 @@ class Embedder:
 
         # Devices first: loading the model initializes TF's runtime.
         self.plan = device_module.configure_devices(preference, memory_fraction=fraction, allow_growth=growth, devices=devices)
-        compute = device_module.resolve_compute_options(self.plan, frontend_precision=frontend_precision, jit_compile=jit_compile)
+        asked_jit = jit_compile if isinstance(jit_compile, bool) else False
+        compute = device_module.resolve_compute_options(self.plan, frontend_precision=frontend_precision, jit_compile=asked_jit)
         self.frontend_precision = compute.frontend_precision
         self._load_model(model, model_path, verify_hashes=verify_model_hashes)
-        per_device = device_module.suggest_batch_size(self.plan) if batch_size == "auto" else batch_size
+        self.tuning = None  # the tuning.Choice when batch size and compile mode were measured
         self._runner = None
         if self._export is not None:
-            from vggish_tf2.runner import DeviceRunner
-
-            self._runner = DeviceRunner(
-                self._export.module.network,
-                device_names=self.plan.device_names,
-                batch_size=per_device,
-                frontend_precision=self.frontend_precision,
-                compute_dtype=compute_dtype,
-                jit_compile=compute.jit_compile,
-                frontend_device=compute.frontend_device,
-            )
+            self._runner = self._make_runner(compute, batch_size=batch_size, jit_compile=jit_compile,
+                                             compute_dtype=compute_dtype)
         self.compute_dtype = compute_dtype
         # float64 samples from decoding to a float64 front end, as the reference's; float32 otherwise.
         self.sample_dtype = self._runner.window_dtype if self._runner is not None else np.float32
         self.stats = EmbedderStats(device=", ".join(self.plan.device_names), batch_size=self.batch_size)
         self._stats_lock = threading.Lock()
+
+    # --- the device step: built, and tuned when batch_size="auto" ------------------------------
+    def _runner_factory(self, compute, *, compute_dtype: str):
+        """``make(jit_compile, batch_size)`` -> a DeviceRunner as this Embedder runs it. Without XLA, on
+        one device, in float32 with the export's own front-end precision, the step is the export's
+        restored ``embed_windows`` (the same graph, already traced: no tracing at start-up)."""
+        from vggish_tf2.runner import DeviceRunner
+
+        def make(jit_compile: bool, batch_size: int) -> DeviceRunner:
+            reuse = (not jit_compile and compute_dtype == "float32" and compute.frontend_device is None
+                     and len(self.plan.device_names) == 1
+                     and self.metadata.get("frontend_precision") == self.frontend_precision)
+            return DeviceRunner(
+                self._export.module.network,
+                device_names=self.plan.device_names,
+                batch_size=batch_size,
+                frontend_precision=self.frontend_precision,
+                compute_dtype=compute_dtype,
+                jit_compile=jit_compile,
+                frontend_device=compute.frontend_device,
+                prebuilt_step=self._export.module.embed_windows if reuse else None,
+            )
+
+        return make
+
+    def _make_runner(self, compute, *, batch_size, jit_compile, compute_dtype: str):
+        """The runner with the batch size and compile mode asked, or measured (vggish_tf2.tuning)
+        when batch_size is "auto": both, or only the mode at a given size when jit_compile is
+        "auto", or only the size when it is a bool. A given batch size with jit_compile "auto" means
+        no XLA and no probe. Metal: graph only (XLA has no compiler there)."""
+        from vggish_tf2 import devices as device_module
+        from vggish_tf2 import tuning
+
+        make = self._runner_factory(compute, compute_dtype=compute_dtype)
+        if batch_size != "auto":
+            return make(jit_compile if isinstance(jit_compile, bool) else False, batch_size)
+        if isinstance(jit_compile, bool):
+            modes = [compute.jit_compile]  # Metal turned an asked True off, with a warning
+        else:
+            modes = [False] if self.plan.device_type is device_module.DeviceType.METAL else [False, True]
+        key = tuning.machine_key(
+            device_names=self.plan.device_names, device_descriptions=tuning.device_descriptions(self.plan),
+            model_fingerprint=self._model_fingerprint(), frontend_precision=self.frontend_precision,
+            compute_dtype=compute_dtype)
+        window_dtype = np.float64 if self.frontend_precision == "float64" else np.float32
+        choice, runners = tuning.resolve(make, key=key, modes=modes, window_dtype=window_dtype,
+                                         max_batch_size=self._max_probe_batch(self.plan))
+        self.tuning = choice
+        runner = runners.get(choice.jit_compile) or make(choice.jit_compile, choice.batch_size)
+        runner.batch_size = choice.batch_size
+        runner.stats.__init__()  # the probe's steps are not the run's
+        return runner
+
+    @staticmethod
+    def _max_probe_batch(plan) -> int:
+        """The largest batch the probe may try: the memory bound on accelerators; on the CPU 96
+        (slices run one after another, so a step's memory is one slice's whatever its size)."""
+        from vggish_tf2 import devices as device_module
+
+        if plan.device_type is device_module.DeviceType.CPU:
+            return 2 * 48
+        return device_module.suggest_batch_size(plan)
+
+    def _model_fingerprint(self) -> str:
+        from vggish_tf2.hashing import export_fingerprint
+
+        try:
+            return export_fingerprint(Path(self.model_path))
+        except VGGishError:
+            return f"path:{Path(self.model_path).resolve()}"
+
+    @property
+    def jit_compile(self) -> bool:
+        """Whether the device step is XLA-compiled (asked, or chosen by tuning). It decides float32
+        roundings: the pipeline records it in run_config.json."""
+        return bool(self._runner is not None and self._runner.jit_compile)
 
     # --- model -------------------------------------------------------------------------------
     @staticmethod
@@ -182,7 +252,7 @@ class Embedder:
                 f"{path}: no model here. Convert Google's checkpoint once with "
                 "`python -m convert.checkpoint_to_savedmodel --download` (or --checkpoint/--pca-params for your own "
                 "copies); `bash scripts/demo.sh` makes a SYNTHETIC one (not VGGish numbers) for trying things out; "
-                "or pass model=DIR / set VGGISH_MODEL_DIR"
+                "or pass model=DIR (on the command line: --model DIR) or set VGGISH_MODEL_DIR"
             )
         return path
 

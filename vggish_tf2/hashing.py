@@ -94,6 +94,59 @@ def verify_file_hashes(export_dir: Path) -> dict[str, str]:
     return recorded
 
 
+VERIFIED_CACHE_VERSION = 1
+VERIFIED_CACHE_ENTRIES = 16  # export directories remembered
+
+
+def _file_identity(path: Path) -> list[int]:
+    """What changes when a file's bytes can have changed: size, mtime, ctime (which no user can set
+    back), inode and device. A rewrite, a replacement by rename, a touch-back of the mtime all move
+    at least one of them."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def verify_file_hashes_cached(export_dir: Path, cache_file: Path | None) -> dict[str, str]:
+    """:func:`verify_file_hashes`, skipping the re-hash (~0.2-3 s for VGGish's 290 MB, warm or cold
+    disk) when every file's identity (size, mtime, ctime, inode, device) and the hash list's own
+    sha256 are those recorded in ``cache_file`` after the last full verification of this
+    directory. Any difference, or no usable cache, re-hashes everything and records the result.
+    ``cache_file`` None always re-hashes. The cache is a convenience of this user's own account:
+    ``vggish-tf2 info --verify`` and ``verify_file_hashes`` always re-hash."""
+    export_dir = Path(export_dir)
+    if cache_file is None:
+        return verify_file_hashes(export_dir)
+    recorded = read_file_hashes(export_dir)
+    try:
+        key = os.fspath(export_dir.resolve())
+        names = [p.relative_to(export_dir).as_posix() for p in export_files(export_dir)]
+        state = {"hash_list_sha256": sha256_file(export_dir / FILE_HASHES),
+                 "files": {name: _file_identity(export_dir / name) for name in names}}
+    except OSError:
+        return verify_file_hashes(export_dir)
+    try:
+        cached = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+        if (isinstance(cached, dict) and cached.get("version") == VERIFIED_CACHE_VERSION
+                and cached.get("exports", {}).get(key) == state and set(state["files"]) == set(recorded)):
+            return recorded
+    except (OSError, ValueError, AttributeError):
+        cached = None
+    recorded = verify_file_hashes(export_dir)  # raises on any difference: nothing is recorded then
+    exports = cached.get("exports", {}) if isinstance(cached, dict) and cached.get("version") == VERIFIED_CACHE_VERSION else {}
+    exports = {k: v for k, v in exports.items() if isinstance(v, dict)}
+    exports.pop(key, None)
+    exports[key] = state  # last: the oldest entries go first below
+    exports = dict(list(exports.items())[-VERIFIED_CACHE_ENTRIES:])
+    try:
+        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(cache_file).with_name(f".{Path(cache_file).name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps({"version": VERIFIED_CACHE_VERSION, "exports": exports}), encoding="utf-8")
+        os.replace(temp, cache_file)
+    except OSError:
+        pass  # a read-only cache only costs the re-hash next time
+    return recorded
+
+
 def fingerprint_hashes(hashes: dict[str, str]) -> str:
     """``sha256-files:<hex>``: the sha256 of the canonical JSON of a file-hash list."""
     canonical = json.dumps(hashes, sort_keys=True, separators=(",", ":")).encode()

@@ -34,6 +34,7 @@ from vggish_tf2.hashing import (  # noqa: F401 (FILE_HASHES, METADATA_ASSET, the
     read_file_hashes,
     sha256_file,
     verify_file_hashes,
+    verify_file_hashes_cached,
     write_file_hashes,
 )
 from vggish_tf2.network import VGGishNetwork
@@ -225,11 +226,16 @@ class LoadedExport:
 def load_export(export_dir: str | os.PathLike, *, verify_hashes: bool = True) -> LoadedExport:
     """Load and check an export. `verify_hashes` re-hashes its files against those recorded at
     conversion; an export without its hash list (or with a corrupt one) is then refused.
-    ``verify_hashes=False`` loads it unchecked, with a warning: only for a directory you trust."""
+    ``verify_hashes=False`` loads it unchecked, with a warning: only for a directory you trust.
+    A directory verified before whose files have not changed since (size, mtime, ctime, inode,
+    and the hash list itself) is not re-hashed: see :func:`vggish_tf2.hashing.verify_file_hashes_cached`
+    and :func:`vggish_tf2.tuning.verified_exports_file`."""
+    from vggish_tf2 import tuning
+
     export_dir = Path(export_dir)
     metadata = read_metadata(export_dir)
     if verify_hashes:
-        verify_file_hashes(export_dir)
+        verify_file_hashes_cached(export_dir, tuning.verified_exports_file())
     else:
         logger.warning("%s: loading without checking its files against the recorded hashes (verification off)",
                        export_dir)

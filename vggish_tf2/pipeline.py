@@ -58,7 +58,11 @@ OUTPUT_SUFFIXES = {"npz": ".npz", "tfrecord": ".tfrecord", "parquet": ".parquet"
 RUN_CONFIG_NAME = "run_config.json"
 RUN_CONFIG_VERSION = 1
 # The settings that decide an output's bytes; a run into a directory made with others is refused.
-RUN_CONFIG_KEYS = ("model_hash", "format", "postprocess", "hop_samples", "resampler", "frontend_precision", "short_clips")
+RUN_CONFIG_KEYS = ("model_hash", "format", "postprocess", "hop_samples", "resampler", "frontend_precision", "short_clips",
+                   "jit_compile")
+# Values of keys added later, for a run_config.json written before them (jit_compile: XLA, which
+# rounds float32 otherwise, was never used by a corpus run before it was recorded).
+RUN_CONFIG_ADDED_DEFAULTS = {"jit_compile": False}
 EXAMPLE_SECONDS = params.EXAMPLE_WINDOW_SECONDS  # nominal span of one example (96 frames of 10 ms)
 
 
@@ -112,7 +116,21 @@ def _run_config(embedder: "Embedder", *, output_format: str, postprocess: bool, 
         "resampler": embedder.resampler,
         "frontend_precision": embedder.frontend_precision,
         "short_clips": embedder.short_clips,
+        "jit_compile": embedder.jit_compile,
     }
+
+
+def _recorded_jit_compile(out_dir: Path) -> bool | None:
+    """The compile mode the directory's outputs were made with (None: no usable run_config.json),
+    so that a resumed run whose mode would be tuned again keeps it: its numbers stay the same."""
+    try:
+        existing = json.loads((out_dir / RUN_CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(existing, dict):
+        return None
+    value = existing.get("jit_compile", RUN_CONFIG_ADDED_DEFAULTS["jit_compile"])
+    return value if isinstance(value, bool) else None
 
 
 def _check_run_config(out_dir: Path, config: dict, *, overwrite: bool, record: bool = True) -> None:
@@ -128,8 +146,9 @@ def _check_run_config(out_dir: Path, config: dict, *, overwrite: bool, record: b
         if not isinstance(existing, dict):
             raise OutputError(f"{path}: not a run configuration; pass --overwrite to start afresh")
         differences = [
-            f"{key} {existing.get(key)!r} then, {config[key]!r} now"
-            for key in RUN_CONFIG_KEYS if key in config and existing.get(key) != config[key]
+            f"{key} {existing.get(key, RUN_CONFIG_ADDED_DEFAULTS.get(key))!r} then, {config[key]!r} now"
+            for key in RUN_CONFIG_KEYS
+            if key in config and existing.get(key, RUN_CONFIG_ADDED_DEFAULTS.get(key)) != config[key]
         ]
         if differences:
             raise InvalidArgumentError(
@@ -201,7 +220,7 @@ def _write(
 _EMBEDDER_OPTION_DEFAULTS = {
     "model": None, "device": None, "memory_fraction": None, "batch_size": "auto", "resampler": None,
     "frontend_precision": None, "short_clips": None, "hop_seconds": None, "workers": None,
-    "verify_model_hashes": True,
+    "verify_model_hashes": True, "jit_compile": None,
 }
 
 
@@ -225,13 +244,16 @@ def embed_corpus(
     hop_seconds: float | None = None,
     workers: int | None = None,
     verify_model_hashes: bool = True,
+    jit_compile: bool | None = None,
 ) -> RunSummary:
     """Embed every input into ``out_dir`` (see the module doc); returns the run's summary.
 
     The embedder options (``model`` ... ``verify_model_hashes``) build an
     :class:`~vggish_tf2.embedder.Embedder` (defaults: the packaged model, its files checked
     against their recorded hashes, best device, soxr_hq, hop 0.96 s, short clips dropped);
-    alternatively pass a ready ``embedder`` and none of them. ``postprocess`` adds AudioSet's
+    alternatively pass a ready ``embedder`` and none of them. ``jit_compile`` None: the mode the
+    directory's outputs were made with when resuming, else measured with the batch size
+    (vggish_tf2.tuning) when ``batch_size`` is "auto", else no XLA. ``postprocess`` adds AudioSet's
     PCA + uint8 rows when the model has PCA; the ``tfrecord`` format needs them.
     """
     started = time.perf_counter()
@@ -245,7 +267,8 @@ def embed_corpus(
                                    "it cannot be combined with --no-postprocess (use npz or parquet)")
     options = {"model": model, "device": device, "memory_fraction": memory_fraction, "batch_size": batch_size,
                "resampler": resampler, "frontend_precision": frontend_precision, "short_clips": short_clips,
-               "hop_seconds": hop_seconds, "workers": workers, "verify_model_hashes": verify_model_hashes}
+               "hop_seconds": hop_seconds, "workers": workers, "verify_model_hashes": verify_model_hashes,
+               "jit_compile": jit_compile}
     if embedder is not None:
         given = sorted(k for k, v in options.items() if v != _EMBEDDER_OPTION_DEFAULTS[k])
         if given:
@@ -263,7 +286,7 @@ def embed_corpus(
             if embedder is None and not overwrite:
                 # Refuse a settings change before the model loads, on what is already known.
                 known = {"format": output_format, "postprocess": postprocess, "resampler": resampler,
-                         "short_clips": short_clips, "frontend_precision": frontend_precision,
+                         "short_clips": short_clips, "frontend_precision": frontend_precision, "jit_compile": jit_compile,
                          "hop_samples": params.example_hop_samples(hop_seconds) if hop_seconds is not None else None}
                 _check_run_config(out_dir, {k: v for k, v in known.items() if v is not None}, overwrite=False,
                                   record=False)
@@ -271,6 +294,10 @@ def embed_corpus(
                 from vggish_tf2.embedder import Embedder
 
                 kwargs = {k: v for k, v in options.items() if v is not None and k != "model"}
+                if jit_compile is None and not overwrite:
+                    recorded = _recorded_jit_compile(out_dir)
+                    if recorded is not None:
+                        kwargs["jit_compile"] = recorded  # resume with the outputs' mode
                 embedder = Embedder(model, **kwargs)
                 files_verified = verify_model_hashes
             else:
@@ -327,6 +354,7 @@ def _run(items: list[InputFile], *, out_dir: Path, embedder: "Embedder", summary
         "has_postprocessed": use_postprocess,
         "resampler": embedder.resampler,
         "frontend_precision": embedder.frontend_precision,
+        "jit_compile": embedder.jit_compile,
         "hop_seconds": embedder.hop_samples / params.SAMPLE_RATE,
         "hop_samples": int(embedder.hop_samples),
         "short_clips": embedder.short_clips,
@@ -418,22 +446,11 @@ def _run(items: list[InputFile], *, out_dir: Path, embedder: "Embedder", summary
         embedder.log_stats()
 
 
-def _status(result: "FileResult") -> str:
-    """ok, skipped (no example: shorter than one, short clips dropped) or failed: the word the
-    manifest, the summary and the API's FileResult use."""
-    status = getattr(result, "status", None)  # TODO(lead): FileResult.status; then drop the fallback
-    if status is not None:
-        return status
-    if result.error is not None:
-        return "failed"
-    return "skipped" if len(result.embedding) == 0 else "ok"
-
-
 def _handle_result(item, output, relative_output, signature, result, *, record, embedder, output_format,
                    use_postprocess, base_metadata, summary) -> None:
     """Write one file's output, then its manifest line. An OSError writing it is the file's
     failure (recorded, the run goes on); any other error propagates: it is a bug."""
-    status = _status(result)
+    status = result.status  # the API's word (ok, skipped: no example, failed) is the manifest's
     if status == "failed":
         record(item, "failed", signature=signature, error=str(result.error) or type(result.error).__name__)
         return
