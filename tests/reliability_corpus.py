@@ -265,3 +265,18 @@ def write_short_corpus(root: Path, count: int, *, seed: int = 0, min_seconds: fl
         sf.write(path, noise(seconds, seed=seed * 100003 + i, amplitude=0.05), SR, subtype="PCM_16")
         names.append(name)
     return sorted(names, key=lambda n: Path(n).parts)
+
+
+def write_straddling_corpus(root: Path, count: int = 40, *, seed: int = 0, min_seconds: float = 2.0,
+                            max_seconds: float = 12.0) -> list[str]:
+    """``count`` seeded stereo 44.1-kHz PCM16 noise files of different lengths (2-12 s: 2 to 12
+    examples each), so that with a batch of 8 the rows of one file land in two device steps, and a
+    run resumed after a kill puts them in other rows of other batches. Returns their names."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(count):
+        seconds = float(rng.uniform(min_seconds, max_seconds))
+        name = f"clip{i + 1:02d}.wav"
+        _write(root / name, noise(seconds, 44100, seed=seed * 1009 + i, channels=2), 44100)
+        names.append(name)
+    return names

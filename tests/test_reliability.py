@@ -307,6 +307,124 @@ def test_kill_9_ten_times_then_resume(short_corpus, exported_model, tmp_path):
           f"outputs rewritten on resume {len(report['redone'])}")
 
 
+# --- Issue 8: one run at a time per --out; resume byte-identical where rows straddle batches --------
+LOCK_CLI = ["--device", "cpu", "--batch-size", "8", "--workers", "1", "--quiet"]
+
+
+def _wait_for(condition, timeout=300.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_two_runs_into_one_out_dir_the_second_stops_at_once_naming_the_first(short_corpus, exported_model, tmp_path):
+    """Run A is frozen (SIGSTOP) while it holds the lock; run B into the same --out exits 2 at once
+    naming A's pid and host, and writes nothing. A then finishes alone: one record per input (it
+    was 78 records for 40 inputs). Then A is run again and killed with kill -9: its lock file
+    stays, and blocks no one."""
+    import socket
+
+    root, names, reference = short_corpus
+    out_dir = tmp_path / "out"
+    first = subprocess.Popen(cli_command(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    try:
+        _wait_for(lambda: _manifest_lines(out_dir) >= 1 or first.poll() is not None)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first run finished before the second started"
+        lines = _manifest_lines(out_dir)
+        started = time.monotonic()
+        second = run_cli(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI, timeout=120)
+        seconds = time.monotonic() - started
+        stderr = second.stderr.decode()
+        assert second.returncode == 2, stderr
+        assert re.search(rf"^error: {re.escape(str(out_dir))}: another vggish-tf2 run is writing here "
+                         rf"\(pid {first.pid} on host {re.escape(socket.gethostname())}, started ", stderr, re.M), stderr
+        assert "Traceback" not in stderr and second.stdout == b""
+        assert _manifest_lines(out_dir) == lines  # the second run wrote nothing
+        print(f"\nsecond run refused in {seconds:.1f} s (no model loaded)")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr.decode()[-2000:]
+    records = manifest_records(out_dir)
+    assert sorted(r["input"] for r in records) == sorted(names)  # each input once
+    assert not (out_dir / outputs.LOCK_NAME).exists()
+
+    # kill -9 while holding the lock: the file stays, the lock does not.
+    shutil.rmtree(out_dir)
+    killed = subprocess.Popen(cli_command(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+    _wait_for(lambda: _manifest_lines(out_dir) >= 1 or killed.poll() is not None)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL and (out_dir / outputs.LOCK_NAME).exists()
+    done = run_cli(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert not (out_dir / outputs.LOCK_NAME).exists()
+
+
+def _differences(out_dir: Path, reference: Path) -> list[str]:
+    """Every file that is not byte-identical to the reference's, with the largest embedding
+    difference and the rows that differ when both are npz."""
+    final, expected = files_under(out_dir), files_under(reference)
+    report = [f"{name}: only in one of the two" for name in sorted(set(final) ^ set(expected))]
+    for name in sorted(set(final) & set(expected)):
+        if final[name] == expected[name]:
+            continue
+        if name.endswith(".npz"):
+            a = outputs.read_npz(out_dir / name)["embedding"]
+            b = outputs.read_npz(reference / name)["embedding"]
+            if a.shape == b.shape:
+                rows = np.flatnonzero((a != b).any(axis=1))
+                report.append(f"{name}: rows {rows.tolist()} of {len(a)} differ, max |diff| {np.abs(a - b).max():.3g}")
+                continue
+        report.append(f"{name}: bytes differ")
+    return report
+
+
+@pytest.fixture(scope="module")
+def straddling_corpus(tmp_path_factory, exported_model):
+    """40 stereo files of 2-12 s, and one uninterrupted run over them with batch 8."""
+    root = tmp_path_factory.mktemp("straddling") / "corpus"
+    root.mkdir()
+    names = corpus_kinds.write_straddling_corpus(root, 40, seed=8)
+    reference = tmp_path_factory.mktemp("straddling_reference") / "out"
+    done = run_cli(root, "--out", reference, "--model", exported_model, *LOCK_CLI)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return root, names, reference
+
+
+def test_kill_9_then_resume_is_byte_identical_where_rows_straddle_batches(straddling_corpus, exported_model, tmp_path):
+    """Issue 8: after a resume, a file's rows sit in other rows of other batches than in the
+    uninterrupted run; its embeddings must not change by a single bit (they did by ~1 ulp)."""
+    root, names, reference = straddling_corpus
+    out_dir = tmp_path / "out"
+    rng = random.Random(8)
+    for target in sorted(rng.sample(range(2, len(names) - 5), 3)):
+        process = subprocess.Popen(cli_command(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+        _wait_for(lambda: _manifest_lines(out_dir) >= target or process.poll() is not None)
+        time.sleep(rng.uniform(0.0, 0.2))
+        assert process.poll() is None, "finished before the kill"
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    done = run_cli(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert _differences(out_dir, reference) == []
+    assert_consistent(out_dir)
+
+
+def test_batch_8_and_batch_64_give_byte_identical_outputs(straddling_corpus, exported_model, tmp_path):
+    root, _, reference = straddling_corpus
+    out_dir = tmp_path / "out"
+    done = run_cli(root, "--out", out_dir, "--model", exported_model, *LOCK_CLI[:2], "--batch-size", "64",
+                   *LOCK_CLI[4:])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert _differences(out_dir, reference) == []
+
+
 # --- Full disk ------------------------------------------------------------------------------------
 @pytest.fixture
 def small_tmpfs(tmp_path):
@@ -409,7 +527,8 @@ def embedder(exported_model):
 def test_model_directory_missing_or_not_an_export_says_how_to_convert(tmp_path, synthetic_files):
     from vggish_tf2.embedder import Embedder
 
-    with pytest.raises(ModelNotFoundError, match=r"nowhere: no model here; convert .*checkpoint_to_savedmodel"):
+    with pytest.raises(ModelNotFoundError, match=r"(?i)nowhere: no model here[.;] convert .*checkpoint_to_savedmodel"):
+        # (either wording: the Embedder checks the path before importing TensorFlow, in its own words)
         Embedder(tmp_path / "nowhere", device="cpu")
     # The TF1 checkpoint itself, given where the converted model belongs.
     with pytest.raises(ModelError, match=r"vggish_model.ckpt: not a SavedModel \(no saved_model.pb\); convert"):
