@@ -418,3 +418,19 @@ def test_device_seconds_never_exceed_wall_seconds(exported_model, audio_files):
     s = fresh.stats
     assert s.examples == 2 + 3 + 12
     assert 0 < s.device_seconds <= s.wall_seconds
+
+
+def test_a_missing_model_fails_before_tensorflow_is_imported(tmp_path):
+    """The error comes at once (no 7-s TensorFlow import first) and says how to get a model."""
+    script = (
+        "import sys\n"
+        "from vggish_tf2 import Embedder\n"
+        "from vggish_tf2.errors import ModelNotFoundError\n"
+        "try:\n"
+        f"    Embedder({str(tmp_path / 'nowhere')!r})\n"
+        "except ModelNotFoundError as e:\n"
+        "    print('tensorflow' in sys.modules, str(e))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.startswith("False ") and "nowhere: no model here" in out
+    assert "--download" in out and "scripts/demo.sh" in out and "SYNTHETIC" in out

@@ -4,8 +4,8 @@ Google's distorted-sine test, scaled down: sines at 100..1000 Hz as 16-bit WAV, 
 Gaussian noise added (stddev relative to the peak, as gen_test_files.add_noise). With synthetic
 weights only the trend is checked (FAD grows with the noise), not Google's figures.
 
-The commands run through the main CLI's parser with `add_subcommands` added, as the lead will
-wire it. One Embedder is shared by the module (building one takes seconds).
+The commands run through the main CLI (vggish_tf2.cli.main, which registers them). One Embedder
+is shared by the module (building one takes seconds).
 """
 import importlib.util
 import json
@@ -37,16 +37,8 @@ def embedder(exported_model):
 
 @pytest.fixture
 def run(monkeypatch, embedder):
-    """Run `vggish-tf2 ARGS...` through vggish_tf2.cli.main with our subcommands registered."""
-    original = main_cli.build_parser
+    """Run `vggish-tf2 ARGS...` through vggish_tf2.cli.main."""
 
-    def build_parser():
-        parser = original()
-        subparsers = parser._subparsers._group_actions[0]  # the object add_subparsers() returned
-        fad_cli.add_subcommands(subparsers)
-        return parser
-
-    monkeypatch.setattr(main_cli, "build_parser", build_parser)
     def shared(self, settings):
         self.embedder = embedder
         return embedder
