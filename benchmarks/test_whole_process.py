@@ -4,9 +4,9 @@ subprocess, start-up included, on 120 clips of 10 s, 44.1 kHz stereo (6 with VGG
 Runs, in this order, in one session:
   baseline        benchmarks/baseline.py in a fresh Python: import TF, build the TF1 graph, one
                   Session.run per file after resampy kaiser_best and the NumPy front end
-  soxr_hq         `vggish-tf2 embed DIR --out ...` (soxr_hq, float64 front end)
-  kaiser_best     `... --resampler kaiser_best` (reference mode: resampy's filter, float64 front end)
-  float32         `... --frontend-precision float32` (soxr_hq)
+  soxr_hq         `vggish-tf2 embed DIR --out ... --resampler soxr_hq` (float64 front end)
+  kaiser_best     `... --resampler kaiser_best --frontend-precision float64` (reference mode)
+  float32         `... --resampler soxr_hq --frontend-precision float32` (the fastest mode)
 Each mode runs VGGISH_BENCH_WHOLE_ROUNDS times (default 2; 1 when quick), the modes interleaved
 round by round so that load from other jobs falls on all of them. Before the first round one
 small warm-up run per mode (untimed) fills the tuning cache, the verified-export cache and the
@@ -33,10 +33,10 @@ from conftest import FIGURES, SETTINGS, WHOLE_PROCESS_LINES
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("VGGISH_BENCH_WHOLE_ROUNDS") or (1 if SETTINGS.quick else 2))
-MODES = {
-    "soxr_hq": [],
-    "kaiser_best": ["--resampler", "kaiser_best"],
-    "float32": ["--frontend-precision", "float32"],
+MODES = {  # flags explicit, whatever the defaults are
+    "soxr_hq": ["--resampler", "soxr_hq"],
+    "kaiser_best": ["--resampler", "kaiser_best", "--frontend-precision", "float64"],
+    "float32": ["--resampler", "soxr_hq", "--frontend-precision", "float32"],
 }
 BASELINE_SCRIPT = """
 import sys, pathlib

@@ -17,6 +17,7 @@ import pytest
 
 from vggish_tf2 import hashing, pipeline, tuning
 from vggish_tf2.errors import InvalidArgumentError, ModelError
+from vggish_tf2.params import STEP_EXAMPLES
 
 
 # --- The choice ---------------------------------------------------------------------------------------
@@ -35,9 +36,12 @@ def test_the_smallest_batch_within_the_margin_of_the_best_wins():
 
 
 def test_batch_candidates_are_whole_slices_up_to_the_bound():
-    assert tuning.batch_candidates(64) == (48,)
-    assert tuning.batch_candidates(96) == (48, 96)
-    assert tuning.batch_candidates(10_000) == (48, 96, 192, 384, 768)
+    step = STEP_EXAMPLES
+    assert tuning.batch_candidates(step + 1) == (step,)
+    assert tuning.batch_candidates(2 * step) == (step, 2 * step)
+    assert tuning.batch_candidates(1) == (step,)
+    sizes = tuning.batch_candidates(10_000)
+    assert sizes[0] == step and sizes[-1] <= tuning.MAX_PROBE_BATCH and all(b == 2 * a for a, b in zip(sizes, sizes[1:]))
 
 
 # --- Probe and cache, with a fake runner --------------------------------------------------------------
@@ -59,12 +63,12 @@ def test_probe_once_then_the_cache_answers(tmp_path):
         return FakeRunner(jit_compile, batch_size, calls)
 
     cache = tmp_path / "cache" / "tuning.json"
-    kwargs = dict(key="machine-a", modes=[False, True], max_batch_size=96, window_dtype=np.float32, path=cache,
+    kwargs = dict(key="machine-a", modes=[False, True], max_batch_size=2 * STEP_EXAMPLES, window_dtype=np.float32, path=cache,
                   seconds_per_mode=0.0)
     choice, runners = tuning.resolve(make, **kwargs)
     assert choice.source == "probe" and set(runners) == {False, True}
     assert {k.split("|")[0] for k in choice.rates} == {"graph", "xla"}
-    assert choice.batch_size in (48, 96)
+    assert choice.batch_size in (STEP_EXAMPLES, 2 * STEP_EXAMPLES)
     probed = len(calls)
     assert probed >= 2 * 3  # per mode: a warm-up and at least two sizes
     again, runners = tuning.resolve(make, **kwargs)
@@ -97,10 +101,10 @@ def test_tuned_embedder_probes_the_real_step_once_and_gives_the_fixed_batch_bits
     waveform = rng.uniform(-0.5, 0.5, 16000 * 4)
     tuned = Embedder(exported_model, device="cpu", jit_compile=False)
     assert tuned.tuning is not None and tuned.tuning.source == "probe" and tuned.jit_compile is False
-    assert tuned.batch_size % 48 == 0 and tuned._runner.stats.examples == 0  # probe steps not counted
+    assert tuned.batch_size % STEP_EXAMPLES == 0 and tuned._runner.stats.examples == 0  # probe steps not counted
     cached = Embedder(exported_model, device="cpu", jit_compile=False)
     assert cached.tuning.source == "cache" and cached.batch_size == tuned.batch_size
-    fixed = Embedder(exported_model, device="cpu", batch_size=48)
+    fixed = Embedder(exported_model, device="cpu", batch_size=STEP_EXAMPLES)
     assert fixed.tuning is None and fixed.jit_compile is False
     np.testing.assert_array_equal(tuned.embed(waveform, sample_rate=16000), fixed.embed(waveform, sample_rate=16000))
 
@@ -164,7 +168,7 @@ def test_run_config_records_the_compile_mode_and_a_resume_keeps_it(exported_mode
     corpus.mkdir()
     _audio(corpus / "a.wav")
     out = tmp_path / "out"
-    common = dict(out_dir=out, model=exported_model, device="cpu", batch_size=48, workers=1)
+    common = dict(out_dir=out, model=exported_model, device="cpu", batch_size=STEP_EXAMPLES, workers=1)
     pipeline.embed_corpus([corpus], **common)
     config = json.loads((out / pipeline.RUN_CONFIG_NAME).read_text())
     assert config["jit_compile"] is False

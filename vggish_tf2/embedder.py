@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_SUBDIR = Path("models") / "vggish"
 BLOCK_WINDOWS = 256  # windows per block handed from a decoding thread to the device stage
 PREFETCH_BLOCKS = 4  # blocks a decoding thread may hold ahead of the device (bounds memory)
+CPU_MAX_PROBE_BATCH = 96  # the largest batch size batch_size="auto" tries on the CPU (vggish_tf2.tuning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,12 +217,13 @@ class Embedder:
 
     @staticmethod
     def _max_probe_batch(plan) -> int:
-        """The largest batch the probe may try: the memory bound on accelerators; on the CPU 96
-        (slices run one after another, so a step's memory is one slice's whatever its size)."""
+        """The largest batch the probe may try: the memory bound on accelerators; on the CPU
+        CPU_MAX_PROBE_BATCH (slices run one after another, so a step's memory is one slice's
+        whatever its size; beyond ~100 rows a step only delays the first output)."""
         from vggish_tf2 import devices as device_module
 
         if plan.device_type is device_module.DeviceType.CPU:
-            return 2 * 48
+            return CPU_MAX_PROBE_BATCH
         return device_module.suggest_batch_size(plan)
 
     def _model_fingerprint(self) -> str:

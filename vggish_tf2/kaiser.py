@@ -311,7 +311,7 @@ def _plan(orig_sr: int, target_sr: int) -> _Plan:
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
     try:
-        import threadpoolctl  # not a declared dependency (scikit-learn, via librosa [dev], brings it)
+        import threadpoolctl  # a declared dependency (pyproject); tolerated missing
     except ImportError:
         return None
     return threadpoolctl.ThreadpoolController()

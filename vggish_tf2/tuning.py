@@ -18,7 +18,7 @@ What the choice decides:
   signatures give the same bits), and a choice that flips with the load would be a poor default.
 
 Cache key: CPU model and flags, core count, TensorFlow version, the devices the step runs on, the
-model's fingerprint, the front-end precision and the compute dtype.
+model's fingerprint, the front-end precision, the compute dtype and the rows of a network call.
 """
 from __future__ import annotations
 
@@ -112,7 +112,10 @@ def machine_key(*, device_names: Iterable[str], device_descriptions: Iterable[st
     """sha256 of everything a measured rate depends on (see the module doc)."""
     import tensorflow as tf
 
+    from vggish_tf2 import params
+
     parts = {
+        "step_examples": params.STEP_EXAMPLES,  # rows of every network call: the cost of a step
         "cpu": _cpu_description(),
         "tensorflow": tf.__version__,
         "devices": list(device_names),
@@ -150,7 +153,7 @@ def _write_cache(path: Path, entries: dict) -> None:
 
 
 def batch_candidates(max_batch_size: int) -> tuple[int, ...]:
-    """48, 96, 192, ... up to ``max_batch_size`` (the memory bound for the device) and MAX_PROBE_BATCH."""
+    """STEP_EXAMPLES, twice that, four times... up to ``max_batch_size`` (the memory bound for the device) and MAX_PROBE_BATCH."""
     from vggish_tf2.step import STEP_EXAMPLES
 
     limit = max(STEP_EXAMPLES, min(int(max_batch_size), MAX_PROBE_BATCH))
@@ -167,8 +170,10 @@ def probe(make_runner: Callable[[bool, int], object], *, modes: Iterable[bool], 
     (tracing, XLA compiling) per mode, then each batch size in increasing order (the best of two
     calls when a call is short) until ``seconds_per_mode`` is spent, at least two sizes timed.
     Returns (rates "graph|48" -> examples/s, runners by mode: the caller keeps the chosen one)."""
+    from vggish_tf2 import params
+
     candidates = sorted(set(int(c) for c in candidates))
-    windows = np.random.default_rng(0).uniform(-0.5, 0.5, (candidates[-1], 15600)).astype(window_dtype)
+    windows = np.random.default_rng(0).uniform(-0.5, 0.5, (candidates[-1], params.EXAMPLE_WINDOW_SAMPLES)).astype(window_dtype)
     rates: dict[str, float] = {}
     runners = {}
     for jit_compile in modes:
