@@ -821,13 +821,13 @@ def plan_with(device_type, *, limit=None, total=None):
 @pytest.mark.parametrize(
     ("plan", "expected"),
     [
-        (plan_with(DeviceType.CPU), 48),  # whole 48-row slices (params.STEP_EXAMPLES)
-        (plan_with(DeviceType.GPU, limit=int(0.8 * 24 * GIB)), 1008),  # (19.2 GiB - 292 MB) / 2 / 6 MiB = 1615: capped at 21 slices
-        (plan_with(DeviceType.GPU, limit=int(0.8 * 12 * GIB)), 768),  # RTX 3060 at 0.8: 796 -> 16 slices
-        (plan_with(DeviceType.GPU, limit=int(0.8 * 4 * GIB)), 240),  # 249 -> 5 slices
-        (plan_with(DeviceType.GPU, total=2 * GIB), 144),  # no limit: the device's total, 147 -> 3 slices
-        (plan_with(DeviceType.METAL, limit=int(0.8 * 8 * GIB)), 480),  # 523 -> 10 slices
-        (plan_with(DeviceType.GPU, limit=400 * MIB), 48),  # barely fits the weights: the minimum, one slice
+        (plan_with(DeviceType.CPU), 48),  # four 12-row slices (params.STEP_EXAMPLES)
+        (plan_with(DeviceType.GPU, limit=int(0.8 * 24 * GIB)), 1008),  # (19.2 GiB - 292 MB) / 2 / 6 MiB = 1615: capped at 84 slices
+        (plan_with(DeviceType.GPU, limit=int(0.8 * 12 * GIB)), 792),  # RTX 3060 at 0.8: 796 -> 66 slices
+        (plan_with(DeviceType.GPU, limit=int(0.8 * 4 * GIB)), 240),  # 249 -> 20 slices
+        (plan_with(DeviceType.GPU, total=2 * GIB), 144),  # no limit: the device's total, 147 -> 12 slices
+        (plan_with(DeviceType.METAL, limit=int(0.8 * 8 * GIB)), 516),  # 523 -> 43 slices
+        (plan_with(DeviceType.GPU, limit=400 * MIB), 12),  # barely fits the weights: the minimum, one slice
         (plan_with(DeviceType.GPU), 48),  # memory unknown
     ],
 )

@@ -71,9 +71,9 @@ def fresh_settings(monkeypatch):
 
 def test_device_and_counters_describe_the_cpu_run(embedder):
     assert embedder.device == "/device:CPU:0"
-    # batch_size=8 asked; steps hold whole 48-row slices (vggish_tf2.step.STEP_EXAMPLES)
-    assert embedder.stats.device == "/device:CPU:0" and embedder.stats.batch_size == 48
-    assert embedder.batch_size == 48 and embedder.synthetic_weights and embedder.has_pca
+    # batch_size=8 asked; steps hold whole 12-row slices (vggish_tf2.step.STEP_EXAMPLES)
+    assert embedder.stats.device == "/device:CPU:0" and embedder.stats.batch_size == 12
+    assert embedder.batch_size == 12 and embedder.synthetic_weights and embedder.has_pca
 
 
 def test_embed_mono_16k_matches_the_signature(embedder, export):
@@ -155,8 +155,8 @@ def test_embed_files_packs_across_files_keeps_order_and_reports_the_bad_one(embe
         np.testing.assert_allclose(result.timestamps, np.arange(len(result.embedding)) * 0.96, rtol=0, atol=1e-12)
         assert result.duration_seconds == pytest.approx(len(audio.load_audio(audio_files[key])) / SR, abs=1e-9)
     assert [len(r.embedding) for r in results if r.ok] == [3, 5, 0, 7]
-    # 15 rows packed into one 48-row step, where one file at a time took 3 (3, 5 and 7 rows).
-    assert embedder._runner.stats.batches - batches_before == 1
+    # 15 rows packed into 12-row steps: 2 steps, where one file at a time took 3 (3, 5 and 7 rows).
+    assert embedder._runner.stats.batches - batches_before == 2
 
     s = embedder.stats
     assert s.files - before.files == 5 and s.failed_files - before.failed_files == 1

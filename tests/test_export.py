@@ -240,6 +240,19 @@ def test_future_format_version_is_refused(exported_model, tmp_path):
     assert model.read_metadata(exported_model)["format_version"] == model.EXPORT_FORMAT_VERSION
 
 
+def test_other_network_call_rows_are_refused(exported_model, tmp_path):
+    """An export whose signatures run other-size network calls would give other bits than the
+    Embedder (vggish_tf2.step): refused, with the way out."""
+    copy = _link_copy(exported_model, tmp_path / "other_step")
+    meta_path = copy / "assets" / model.METADATA_ASSET
+    metadata = json.loads(meta_path.read_text())
+    assert metadata["step_examples"] == params.STEP_EXAMPLES
+    metadata["step_examples"] = 48
+    _rewrite(meta_path, json.dumps(metadata).encode())
+    with pytest.raises(ModelError, match=r"signatures run 48-row network calls, this vggish-tf2 runs 12-row calls .*re-convert"):
+        model.load_export(copy)
+
+
 def test_other_frontend_parameters_are_refused(exported_model, tmp_path):
     copy = _link_copy(exported_model, tmp_path / "other_frontend")
     meta_path = copy / "assets" / model.METADATA_ASSET

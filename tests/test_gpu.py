@@ -206,7 +206,7 @@ def test_oom_halves_the_batch_on_the_gpu(exported_model, accelerator, request):
     assert out["retries"] >= 1, "the limit was not small enough to force an OOM: lower it"
     assert out["fallbacks"] == 0 and "GPU" in out["device"]
     assert out["rows"] == 416
-    # Every network call has 48 rows (vggish_tf2.step): an OOM halving changes no bit on the same device.
+    # Every network call has 12 rows (vggish_tf2.step): an OOM halving changes no bit on the same device.
     assert out["max_rel"] == 0.0
 
 

@@ -12,7 +12,7 @@ FLAC, plus sine, noise and silence; `python -m pytest tests/test_reference_mode.
   raw embeddings                    max |ours - ref| / max |ref| = 5.0e-7
   uint8 codes                       identical on 100 % (7,680)
 The embeddings differ only by the network's float32 roundings: the TF1 graph runs each file as one
-batch, we run fixed 48-row slices, and oneDNN rounds by shape. Google's own pipeline differs from
+batch, we run fixed 12-row slices, and oneDNN rounds by shape. Google's own pipeline differs from
 itself by 2.6e-6 x max|ref| between per-file batches and 64-example batches (issue 8): that is the
 bound below. The issue's targets: log-mel equal on >= 99.99 %, uint8 identical on >= 99.99 % and
 never more than 1 apart.

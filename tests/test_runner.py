@@ -27,12 +27,12 @@ def network(loaded_export):
     return loaded_export.module.network
 
 
-STEP = STEP_EXAMPLES  # rows of every network call (48)
+STEP = STEP_EXAMPLES  # rows of every network call (12)
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return noise_windows(2 * STEP + 24, seed=7)  # 120 rows: two full slices and a half one
+    return noise_windows(2 * STEP + STEP // 2, seed=7)  # 30 rows: two full slices and a half one
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ class InjectedOOM:
 
 
 def test_batch_size_is_whole_slices():
-    assert [rows_per_device(b) for b in (1, 47, 48, 64, 95, 96, 1024)] == [48, 48, 48, 48, 48, 96, 1008]
+    assert [rows_per_device(b) for b in (1, 11, 12, 16, 23, 24, 1024)] == [12, 12, 12, 12, 12, 24, 1020]
 
 
 def test_oom_halves_the_batch_and_computes_every_example_once(network, rows, expected):
@@ -70,9 +70,9 @@ def test_oom_halves_the_batch_and_computes_every_example_once(network, rows, exp
     oom = InjectedOOM(runner, max_rows=STEP)
     out = runner.run(rows)
 
-    assert oom.failed == [3 * STEP, 2 * STEP]  # 120 rows pad to 144 (3 slices), refused; then 96, refused
+    assert oom.failed == [3 * STEP, 2 * STEP]  # 30 rows pad to 36 (3 slices), refused; then 24, refused
     assert runner.batch_size == STEP and runner.stats.oom_retries == 2
-    assert [len(b) for b in oom.computed] == [STEP, STEP, STEP]  # 48 + 48 + 24 padded to 48
+    assert [len(b) for b in oom.computed] == [STEP, STEP, STEP]  # 12 + 12 + 6 padded to 12
     # Each input row went to the device exactly once, in order; only padding was added.
     sent = np.concatenate(oom.computed)
     np.testing.assert_array_equal(sent[:len(rows)], rows)
@@ -85,10 +85,10 @@ def test_oom_mid_stream_keeps_earlier_results_and_retries_only_the_failed_step(n
     runner = DeviceRunner(network, device_names=(CPU,), batch_size=2 * STEP)
     oom = InjectedOOM(runner, max_rows=2 * STEP)
     first = runner.run(rows[:2 * STEP])  # fits
-    oom.max_rows = STEP  # memory got tighter: the next 96-row step fails
-    second = runner.run(rows[2 * STEP:])  # 24 rows pad to 48: fits
+    oom.max_rows = STEP  # memory got tighter: the next 24-row step fails
+    second = runner.run(rows[2 * STEP:])  # 6 rows pad to 12: fits
     assert oom.failed == [] and runner.stats.oom_retries == 0
-    third = runner.run(rows)  # 120 rows: a 96-row step fails, then 48 + 48 + 24
+    third = runner.run(rows)  # 30 rows: a 24-row step fails, then 12 + 12 + 6
     assert oom.failed == [2 * STEP] and runner.batch_size == STEP
     np.testing.assert_array_equal(np.concatenate([first, second]), expected)
     np.testing.assert_array_equal(third, expected)
@@ -98,7 +98,7 @@ def test_oom_mid_stream_keeps_earlier_results_and_retries_only_the_failed_step(n
 def test_persistent_oom_on_a_gpu_falls_back_to_cpu_with_a_warning(network, rows, expected):
     runner = DeviceRunner(network, device_names=(FAKE_GPU,), batch_size=2 * STEP)
     oom = InjectedOOM(runner, max_rows=0)  # the "GPU" fails at every size
-    with pytest.warns(RuntimeWarning, match=r"/device:GPU:0 still out of memory at batch size 48; falling back to the CPU"):
+    with pytest.warns(RuntimeWarning, match=r"/device:GPU:0 still out of memory at batch size 12; falling back to the CPU"):
         out = runner.run(rows)
     assert oom.failed == [2 * STEP, STEP]
     assert runner.device_names == (CPU,) and runner.stats.cpu_fallbacks == 1
@@ -113,7 +113,7 @@ def test_oom_on_the_cpu_at_the_smallest_batch_is_raised(network, rows):
         warnings.simplefilter("error")  # no fallback warning: there is nothing to fall back to
         with pytest.raises(tf.errors.ResourceExhaustedError, match="OOM when allocating"):
             runner.run(rows)
-    assert runner.batch_size == STEP and runner.stats.oom_retries == 2  # 96 refused, then 48 refused: raised
+    assert runner.batch_size == STEP and runner.stats.oom_retries == 2  # 24 refused, then 12 refused: raised
 
 
 def test_oom_reported_as_another_op_error_is_recognised(network, rows, expected):

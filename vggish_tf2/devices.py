@@ -76,13 +76,13 @@ NVIDIA_SMI_QUERY = ("--query-gpu=name,memory.total,memory.free", "--format=csv,n
 BUSY_GPU_FREE_SHARE = 0.5
 
 # --- Batch sizing (see suggest_batch_size) -------------------------------------------------------
-# Batch sizes are whole slices of params.STEP_EXAMPLES (48) rows: every network call has that shape.
+# Batch sizes are whole slices of params.STEP_EXAMPLES (12) rows: every network call has that shape.
 # Measured on the 2-core EPYC box, quiet, TF 2.21: 118.8, 119.5, 122.3, 119.1 ex/s at batch 32, 64,
-# 128, 256, with peak RSS 1162, 1259, 1493, 1809 MB. Throughput is flat, memory is not: one slice.
-CPU_BATCH_SIZE = params.STEP_EXAMPLES
+# 128, 256, with peak RSS 1162, 1259, 1493, 1809 MB. Throughput is flat, memory is not: 48.
+CPU_BATCH_SIZE = 4 * params.STEP_EXAMPLES  # 48
 MIN_BATCH_SIZE = params.STEP_EXAMPLES
-MAX_BATCH_SIZE = 21 * params.STEP_EXAMPLES  # 1008
-UNKNOWN_MEMORY_BATCH_SIZE = params.STEP_EXAMPLES  # accelerator whose memory could not be read: stay small
+MAX_BATCH_SIZE = 84 * params.STEP_EXAMPLES  # 1008
+UNKNOWN_MEMORY_BATCH_SIZE = 4 * params.STEP_EXAMPLES  # accelerator whose memory could not be read: stay small
 WEIGHTS_BYTES = 73_000_000 * 4  # ~72.9 M float32 parameters incl. biases and PCA
 # conv1 alone outputs 96x64x64 float32 = 1.5 MiB per example; with the front end's STFT,
 # the later convolutions and cuDNN's copies, ~6 MiB per example at float32.
@@ -978,7 +978,7 @@ def is_gpu_oom(exc: BaseException) -> bool:
 
 
 def suggest_batch_size(plan: DevicePlan) -> int:
-    """Examples per batch *per replica* for ``plan``: whole 48-row slices, 48 to 1008.
+    """Examples per batch *per replica* for ``plan``: whole 12-row slices, 12 to 1008.
 
     CPU: 48. GPU/Metal: what fits in half the memory left after VGGish's ~292 MB of weights at
     ~6 MiB per example, from the memory limit (or the device's total when there is none).

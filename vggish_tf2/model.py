@@ -73,6 +73,9 @@ def make_metadata(
         "frontend_precision": frontend.check_precision(frontend_precision),
         "mel_matrix": "reference (vggish mel_features.spectrogram_to_mel_matrix), not tf.signal",
         "embedding_size": params.EMBEDDING_SIZE,
+        # Rows of every network call in the signatures: the Embedder computes the same bits only
+        # with the same slice (vggish_tf2.step), so loading checks it.
+        "step_examples": params.STEP_EXAMPLES,
         "has_pca": bool(has_pca),
         "synthetic_weights": bool(synthetic_weights),
         "sources": dict(sources),
@@ -204,6 +207,12 @@ def check_metadata(metadata: Mapping[str, Any], *, source: str) -> None:
         raise ModelError(f"{source}: built with front-end parameters {metadata.get('frontend')}, "
                          f"this library computes {params.FRONTEND.as_dict()}")
     frontend.check_precision(metadata.get("frontend_precision", ""))
+    if metadata.get("step_examples") != params.STEP_EXAMPLES:
+        raise ModelError(
+            f"{source}: its signatures run {metadata.get('step_examples')!r}-row network calls, this vggish-tf2 "
+            f"runs {params.STEP_EXAMPLES}-row calls (and the numbers depend on it); re-convert it with this "
+            "version's converter"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

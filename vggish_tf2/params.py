@@ -29,9 +29,11 @@ EXAMPLE_WINDOW_SAMPLES = (NUM_FRAMES - 1) * STFT_HOP_LENGTH_SAMPLES + STFT_WINDO
 EXAMPLE_HOP_SAMPLES = NUM_FRAMES * STFT_HOP_LENGTH_SAMPLES  # 15360 = 0.96 s
 
 # Rows of every network call (vggish_tf2.step): one shape, so an example's float32 roundings never
-# depend on its batch. 48 is a multiple of the x86 GEMM kernels' row blocks (6 for AVX2; 8, 16, 48
-# for AVX-512), so no row falls in a tail block.
-STEP_EXAMPLES = 48
+# depend on its batch. 12 is a multiple of AVX2's GEMM row block (6: rows of a 2-row tail block came
+# out one ulp off), and on AVX-512 every even row count measured consistent. Measured on the 2-core
+# AVX2 EPYC, 96 rows under load: 26.6 ex/s in 12-row slices, 24.6 in 48-row slices; a lone example
+# costs a 12-row slice (0.41 s there, 1.83 s with 48 rows), so a 10-s clip computes 12 rows, not 48.
+STEP_EXAMPLES = 12
 
 # --- Network and post-processing -------------------------------------------------------------
 EMBEDDING_SIZE = 128  # Width of the fc2 output ('vggish/embedding').

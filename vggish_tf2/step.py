@@ -18,7 +18,7 @@ import tensorflow as tf
 from vggish_tf2 import frontend, params
 from vggish_tf2.network import forward
 
-STEP_EXAMPLES = params.STEP_EXAMPLES  # 48 rows per network call (see params)
+STEP_EXAMPLES = params.STEP_EXAMPLES  # 12 rows per network call (see params)
 
 
 def padded_rows(count: int) -> int:
