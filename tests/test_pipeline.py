@@ -130,7 +130,7 @@ def test_npz_run_outputs_manifest_and_summary(corpus, tmp_path, embedder):
     meta = data["metadata"]
     assert meta["synthetic_weights"] is True and "SYNTHETIC" in meta["warning"]
     assert meta["model"]["hash"].startswith("sha256-files:") and meta["model"]["hash"] == summary_hash(out_dir)
-    assert (meta["resampler"], meta["frontend_precision"], meta["short_clips"]) == ("soxr_hq", "float64", "drop")
+    assert (meta["resampler"], meta["frontend_precision"], meta["short_clips"]) == ("kaiser_best", "float64", "drop")
     assert meta["hop_seconds"] == 0.96 and meta["input"] == "sub/b.wav" and meta["examples"] == 3
     assert {"vggish-tf2", "tensorflow", "numpy"} <= set(meta["versions"])
 

@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 RESAMPLERS = ("soxr_hq", "kaiser_best")  # soxr for speed; kaiser_best is the reference's (resampy's filter, ours: vggish_tf2.kaiser)
-DEFAULT_RESAMPLER = "soxr_hq"
+# The reference's resampler by default: Google's numbers out of the box, for ~5 % more whole-process
+# time than soxr_hq on a 2-core CPU (issue 10; benchmarks/README.md, "Whole process").
+DEFAULT_RESAMPLER = "kaiser_best"
 DEFAULT_CHUNK_SECONDS = 60.0
 
 # MP3 frame counts come from the Xing/LAME header or an estimate from the bitrate; a shortfall
@@ -137,14 +139,13 @@ SAMPLE_DTYPES = (np.float32, np.float64)  # float64 keeps the reference's precis
 def _finite(block: np.ndarray, path: PathLike, dtype: type) -> np.ndarray:
     if not np.isfinite(block).all():
         raise InvalidAudioError(f"{os.fspath(path)}: contains non-finite samples (NaN or Inf)")
-    if dtype is np.float64:
-        return block.astype(np.float64, copy=False)
     if block.dtype != np.float32:
+        # Refused whatever the output dtype, so a file is accepted or refused alike by the
+        # float64 and the float32 front end (which would turn such samples into Inf).
         peak = float(np.max(np.abs(block))) if block.size else 0.0
         if peak > float(np.finfo(np.float32).max):
             raise InvalidAudioError(f"{os.fspath(path)}: samples beyond the float32 range (max |x| = {peak:.3g})")
-        block = block.astype(np.float32)
-    return block
+    return block.astype(dtype, copy=False)
 
 
 class _SoundfileSource:

@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                        help="XLA-compile the device step (default: measured with the batch size, or the mode "
                             "the --out directory was made with; XLA rounds float32 otherwise, so it is recorded)")
-    embed.add_argument("--resampler", choices=RESAMPLERS, help="soxr_hq (fast, default) or kaiser_best (the reference's resampy)")
+    embed.add_argument("--resampler", choices=RESAMPLERS,
+                       help="kaiser_best (default: the reference's resampy filter, Google's numbers) or "
+                            "soxr_hq (a little faster, another filter)")
     embed.add_argument("--frontend-precision", choices=PRECISIONS,
                        help="log-mel front end precision (default float64; float32 on Metal)")
     embed.add_argument("--short-clips", choices=SHORT_CLIPS,

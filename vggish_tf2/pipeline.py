@@ -250,7 +250,7 @@ def embed_corpus(
 
     The embedder options (``model`` ... ``verify_model_hashes``) build an
     :class:`~vggish_tf2.embedder.Embedder` (defaults: the packaged model, its files checked
-    against their recorded hashes, best device, soxr_hq, hop 0.96 s, short clips dropped);
+    against their recorded hashes, best device, kaiser_best, hop 0.96 s, short clips dropped);
     alternatively pass a ready ``embedder`` and none of them. ``jit_compile`` None: the mode the
     directory's outputs were made with when resuming, else measured with the batch size
     (vggish_tf2.tuning) when ``batch_size`` is "auto", else no XLA. ``postprocess`` adds AudioSet's
