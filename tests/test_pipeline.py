@@ -135,7 +135,8 @@ def test_npz_run_outputs_manifest_and_summary(corpus, tmp_path, embedder):
     assert {"vggish-tf2", "tensorflow", "numpy"} <= set(meta["versions"])
 
     # Same numbers as embedding the decoded file directly, and the PCA rows as the model's own.
-    whole = embedder.embed(audio.load_audio(corpus / "sub" / "b.wav"), sample_rate=16000)
+    # (decoded in the embedder's sample dtype: float64 for the float64 front end, as the pipeline does)
+    whole = embedder.embed(audio.load_audio(corpus / "sub" / "b.wav", dtype=embedder.sample_dtype), sample_rate=16000)
     np.testing.assert_array_equal(data["embedding"], whole)
     np.testing.assert_array_equal(data["postprocessed"], embedder.postprocess(whole))
 

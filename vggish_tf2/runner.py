@@ -115,7 +115,9 @@ class DeviceRunner:
         replica_fns = [replica_step(w) for w in replicas]
         self.replica_functions = tuple(replica_fns)  # one tf.function per device (XLA-compiled with jit_compile)
 
-        @tf.function
+        # One trace for every step size (the last, smaller step of a run included): the slices
+        # inside have one static shape whatever the number of rows, as in the export's signatures.
+        @tf.function(input_signature=[tf.TensorSpec([None, params.EXAMPLE_WINDOW_SAMPLES], tf.as_dtype(self.window_dtype))])
         def all_replicas(windows):  # [R*b, 15600] -> [R*b, 128]
             parts = tf.split(windows, len(device_names))
             outputs = []
