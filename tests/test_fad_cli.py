@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from vggish_tf2 import cli as main_cli
-from vggish_tf2 import windows
+from vggish_tf2 import audio, windows
 from vggish_tf2.fad import cli as fad_cli
 from vggish_tf2.fad import load_stats
 from vggish_tf2.fad.corpus import FadSettings, google_windows, load_side
@@ -101,7 +101,7 @@ def test_presets_state_their_choices():
     assert (google["hop_seconds"], google["short_clips"], google["resampler"], google["embedding"]) == (0.5, "drop", None, "raw")
     assert google["loudness_normalization"] == "x / max(0.1, max(x)) per file"
     default = FadSettings.for_preset("default", hop_seconds=0.48)
-    assert default.hop_seconds == 0.48 and default.resampler == "soxr_hq" and not default.peak_normalize
+    assert default.hop_seconds == 0.48 and default.resampler == audio.DEFAULT_RESAMPLER == "kaiser_best" and not default.peak_normalize
     with pytest.raises(ValueError, match="preset='fadtk'"):
         FadSettings.for_preset("fadtk")
 

@@ -66,7 +66,7 @@ def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
                        help="raw float embeddings (default, as Google's FAD) or pca (AudioSet's PCA + uint8 codes)")
     group.add_argument("--hop-seconds", type=_hop, metavar="S", help="seconds between examples (default 0.96; google 0.5)")
     group.add_argument("--short-clips", choices=("drop", "pad", "repeat"), help="clips under one example (default drop)")
-    group.add_argument("--resampler", choices=("soxr_hq", "kaiser_best"), help="default soxr_hq (google: none, 16 kHz input)")
+    group.add_argument("--resampler", choices=("soxr_hq", "kaiser_best"), help="default kaiser_best, the reference's (google: none, 16 kHz input)")
     group.add_argument("--model", metavar="DIR", help="converted model directory (default: VGGISH_MODEL_DIR or models/vggish)")
     group.add_argument("--device", choices=("auto", "cpu", "gpu", "metal"), help="where to run the model")
     group.add_argument("--batch-size", type=_int_at_least(1), metavar="N", help="examples per device step")
