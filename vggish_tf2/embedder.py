@@ -151,6 +151,7 @@ class Embedder:
         asked_jit = jit_compile if isinstance(jit_compile, bool) else False
         compute = device_module.resolve_compute_options(self.plan, frontend_precision=frontend_precision, jit_compile=asked_jit)
         self.frontend_precision = compute.frontend_precision
+        self.verify_model_hashes = bool(verify_model_hashes)  # the pipeline's fingerprint depends on it
         self._load_model(model, model_path, verify_hashes=verify_model_hashes)
         self.tuning = None  # the tuning.Choice when batch size and compile mode were measured
         self._runner = None

@@ -301,8 +301,7 @@ def embed_corpus(
                 embedder = Embedder(model, **kwargs)
                 files_verified = verify_model_hashes
             else:
-                # TODO(lead): drop the getattr once the Embedder keeps verify_model_hashes.
-                files_verified = bool(getattr(embedder, "verify_model_hashes", True))
+                files_verified = embedder.verify_model_hashes
             try:
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
