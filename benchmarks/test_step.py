@@ -1,10 +1,10 @@
-"""What the fixed-shape device step costs (issue 8): every network call runs 48 rows
-(vggish_tf2.step), so an example's embedding never depends on its batch.
+"""What the fixed-shape device step costs (issue 8): every network call runs STEP_EXAMPLES (12)
+rows (vggish_tf2.step), so an example's embedding never depends on its batch.
 
 Two comparisons on the same windows, each against the variable-shape call it replaced (front end
 + network on exactly the rows given, one tf.function per shape):
-- full batches: 96 rows as two fixed 48-row slices in a graph loop vs one 96-row call;
-- a lone example: one row padded to a 48-row slice vs a 1-row call (what a 1-example `embed`
+- full batches: 96 rows as eight fixed 12-row slices in a graph loop vs one 96-row call;
+- a lone example: one row padded to a 12-row slice vs a 1-row call (what a 1-example `embed`
   pays now).
 """
 from __future__ import annotations
