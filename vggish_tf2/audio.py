@@ -31,6 +31,7 @@ import soxr
 
 from vggish_tf2 import params
 from vggish_tf2.errors import AudioDecodeError, InvalidArgumentError, InvalidAudioError, one_line
+from vggish_tf2.windows import check_sample_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +134,6 @@ def _non_audio_kind(head: bytes) -> str | None:
 
 
 # --- Decoders: each yields float blocks [n, channels] at the file's own rate -----------------
-SAMPLE_DTYPES = (np.float32, np.float64)  # float64 keeps the reference's precision to the front end
-
-
 def _finite(block: np.ndarray, path: PathLike, dtype: type) -> np.ndarray:
     if not np.isfinite(block).all():
         raise InvalidAudioError(f"{os.fspath(path)}: contains non-finite samples (NaN or Inf)")
@@ -354,7 +352,7 @@ def audio_info(path: PathLike) -> AudioInfo:
 
 def read_audio(path: PathLike, *, dtype: type = np.float32) -> tuple[np.ndarray, int]:
     """The whole file as ``dtype`` [n, channels] at its own sample rate (scaled as the module doc says)."""
-    dtype = _check_dtype(dtype)
+    dtype = check_sample_dtype(dtype)
     source = _open_source(path)
     try:
         rate = source.info.sample_rate
@@ -368,7 +366,7 @@ def read_audio(path: PathLike, *, dtype: type = np.float32) -> tuple[np.ndarray,
 
 def to_mono(samples: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
     """Mean over channels: [n, channels] (or already-mono [n]) -> ``dtype`` [n]."""
-    dtype = _check_dtype(dtype)
+    dtype = check_sample_dtype(dtype)
     samples = np.asarray(samples)
     if samples.ndim == 1:
         return samples.astype(dtype, copy=True)
@@ -404,7 +402,7 @@ def resample(
     _check_rate("orig_sr", orig_sr)
     _check_rate("target_sr", target_sr)
     _check_resampler(resampler)
-    dtype = _check_dtype(dtype)
+    dtype = check_sample_dtype(dtype)
     samples = np.asarray(samples_mono)
     if samples.ndim != 1:
         raise InvalidArgumentError(f"samples_mono.shape={samples.shape} must be 1-D; mix down with to_mono first")
@@ -440,7 +438,7 @@ def stream_audio(
     found mid-file (truncation, NaN) is raised after the chunks before it were yielded: discard them.
     """
     _check_resampler(resampler)
-    dtype = _check_dtype(dtype)
+    dtype = check_sample_dtype(dtype)
     if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
         raise InvalidArgumentError(f"chunk_seconds={chunk_seconds!r} must be a finite number > 0")
     source = _open_source(path)
@@ -454,7 +452,7 @@ def load_audio(path: PathLike, *, resampler: str = DEFAULT_RESAMPLER, dtype: typ
     """The whole file as mono 16 kHz ``dtype`` [n]: by construction the concatenation of :func:`stream_audio`."""
     chunks = list(stream_audio(path, resampler=resampler, dtype=dtype))
     if not chunks:
-        return np.zeros(0, _check_dtype(dtype))
+        return np.zeros(0, check_sample_dtype(dtype))
     return np.concatenate(chunks)
 
 
@@ -509,13 +507,6 @@ def _integer_rate(name: str, value: float) -> int:
     if float(value) != int(value):
         raise InvalidArgumentError(f"{name}={value!r} must be a whole number of Hz for resampler='kaiser_best'")
     return int(value)
-
-
-def _check_dtype(dtype) -> type:
-    resolved = np.dtype(dtype).type
-    if resolved not in SAMPLE_DTYPES:
-        raise InvalidArgumentError(f"dtype={dtype!r} must be float32 or float64")
-    return resolved
 
 
 def _block_frames(chunk_seconds: float, rate: float) -> int:

@@ -61,7 +61,7 @@ def iter_windows(
     """
     _check_hop(hop_samples)
     _check_policy(short_clips)
-    dtype = _check_dtype(dtype)
+    dtype = check_sample_dtype(dtype)
     pieces: list[np.ndarray] = []  # pending samples, joined only once a window is complete
     pending = 0  # samples in pieces
     buffer_start = 0  # absolute index of the first pending sample in the signal
@@ -107,7 +107,7 @@ def frame_windows(
     """All windows of a whole 1-D 16 kHz signal: [N, 15600] of ``dtype``, equal to stacking :func:`iter_windows`."""
     _check_hop(hop_samples)
     _check_policy(short_clips)
-    dtype = _check_dtype(dtype)
+    dtype = check_sample_dtype(dtype)
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise InvalidAudioError(f"samples.shape={samples.shape} must be 1-D (mono samples)")
@@ -132,12 +132,13 @@ def _short_window(clip: np.ndarray, policy: str, dtype: type) -> np.ndarray | No
     return np.tile(clip.astype(dtype, copy=False), repeats)[:WINDOW_SAMPLES].copy()
 
 
-WINDOW_DTYPES = (np.float32, np.float64)
+SAMPLE_DTYPES = (np.float32, np.float64)  # float64 keeps the reference's precision up to the front end
 
 
-def _check_dtype(dtype) -> type:
+def check_sample_dtype(dtype) -> type:
+    """``dtype`` as a NumPy scalar type, float32 or float64 (the dtypes samples and windows travel in)."""
     resolved = np.dtype(dtype).type
-    if resolved not in WINDOW_DTYPES:
+    if resolved not in SAMPLE_DTYPES:
         raise InvalidArgumentError(f"dtype={dtype!r} must be float32 or float64")
     return resolved
 
@@ -157,8 +158,10 @@ def _check_policy(short_clips: str) -> None:
 
 
 __all__ = [
+    "SAMPLE_DTYPES",
     "SHORT_CLIP_POLICIES",
     "WINDOW_SAMPLES",
+    "check_sample_dtype",
     "count_examples",
     "example_start_seconds",
     "frame_windows",
