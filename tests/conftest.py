@@ -15,6 +15,16 @@ import os
 # Before TensorFlow is imported anywhere in the session: keep its C++ logging quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The library's per-user caches (tuning rates, verified exports; vggish_tf2.tuning.cache_dir) go to
+# a folder of this session: the tests neither read a user's cache nor leave one behind.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_CACHE_HOME = tempfile.mkdtemp(prefix="vggish-tf2-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+atexit.register(shutil.rmtree, _CACHE_HOME, True)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
