@@ -35,9 +35,9 @@ def test_xla_step_agrees_with_the_graph_step(embedders):
     b = xla.embed(WAVEFORM, sample_rate=params.SAMPLE_RATE)
     assert a.shape == b.shape == (3, 128)
     # XLA's CPU convolutions and fusions round differently from oneDNN's: float32-level agreement.
-    # Measured on the 2-core AVX2 EPYC (12-row slices): 4.9e-7 of max |a|; the bound allows CPUs
-    # whose kernels round otherwise, and still fails on any real difference in the computation.
-    assert np.max(np.abs(a - b)) <= 1e-4 * np.max(np.abs(a))
+    # Measured on the 2-core AVX2 EPYC (12-row slices): 4.9e-7 of max |a|; the bound leaves 20x
+    # for CPUs whose kernels round otherwise.
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(a))
 
 
 def test_tf_hub_handle_runs_one_window_per_call(exported_model, monkeypatch):
