@@ -37,21 +37,17 @@ def _wrap(owner, name: str, label: str) -> None:
 
 def main(argv: list[str]) -> int:
     model_dir, audio_dir, *extra = argv
-    from vggish_tf2 import cli, devices, embedder, hashing, model, pipeline, runner  # no TensorFlow yet
+    from vggish_tf2 import cli, devices, embedder, model, pipeline, runner, tuning  # no TensorFlow yet
 
     _wrap(devices, "configure_devices", "configure devices (imports TensorFlow)")
-    _wrap(model, "verify_file_hashes", "verify export file hashes")
+    # load_export calls the cached check (a full re-hash only when a file's identity changed).
+    _wrap(model, "verify_file_hashes_cached", "verify export file hashes (cached)")
     _wrap(embedder.Embedder, "_load_model", "load export (hashes + SavedModel)")
     _wrap(embedder.Embedder, "__init__", "Embedder() total")
     _wrap(runner.DeviceRunner, "__init__", "DeviceRunner() (step built)")
     _wrap(runner.DeviceRunner, "_run_step", "device step")
     _wrap(pipeline, "model_fingerprint", "model fingerprint")
-    try:
-        from vggish_tf2 import tuning
-
-        _wrap(tuning, "resolve", "tuning (cache or probe)")
-    except ImportError:
-        pass
+    _wrap(tuning, "resolve", "tuning (cache or probe)")
     import tensorflow  # noqa: F401  (only to time the saved_model loader below; already imported by the run)
 
     EVENTS.append(("(import tensorflow, for the loader hook)", 0.0, 0.0))

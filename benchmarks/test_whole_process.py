@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import FIGURES, SETTINGS, WHOLE_PROCESS_LINES
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from vggish_tf2.network import copy_to_device
 
 logger = logging.getLogger(__name__)
 
-MIN_BATCH_SIZE = step.STEP_EXAMPLES  # one fixed-shape slice per device
+MIN_BATCH_SIZE = devices.MIN_BATCH_SIZE  # one fixed-shape slice per device
 
 
 def rows_per_device(batch_size: int) -> int:
