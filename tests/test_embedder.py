@@ -367,10 +367,10 @@ def test_embed_files_closed_early_returns_promptly(embedder, audio_files, monkey
     for good once the consumer has gone: closing the iterator used to hang in executor.shutdown."""
     import threading
 
-    from vggish_tf2 import embedder as embedder_module
+    from vggish_tf2.corpus import decode
 
-    monkeypatch.setattr(embedder_module, "BLOCK_WINDOWS", 1)  # one window per block ...
-    monkeypatch.setattr(embedder_module, "PREFETCH_BLOCKS", 1)  # ... and a queue of one block
+    monkeypatch.setattr(decode, "BLOCK_WINDOWS", 1)  # one window per block ...
+    monkeypatch.setattr(decode, "PREFETCH_BLOCKS", 1)  # ... and a queue of one block
     paths = [audio_files["stereo44k"], audio_files["mono16k"], audio_files["mono16k"], audio_files["flac16k"]]
     done = threading.Event()
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vggish_tf2 import audio, embedder as embedder_module, outputs, pipeline
+from vggish_tf2 import audio, outputs, pipeline
+from vggish_tf2.corpus import decode
 from vggish_tf2.errors import InternalError, InvalidArgumentError, OutputError, OutputInUseError
 from vggish_tf2.pipeline import RunInterrupted, embed_corpus, expand_inputs
 
@@ -155,7 +156,7 @@ def test_no_postprocess_npz_has_no_postprocessed(corpus, tmp_path, embedder):
 def test_streamed_long_file_equals_whole_file(tmp_path, embedder, monkeypatch):
     """A file spanning several blocks (BLOCK_WINDOWS made small) packed with other files gives
     exactly the embeddings of the whole decoded waveform embedded at once."""
-    monkeypatch.setattr(embedder_module, "BLOCK_WINDOWS", 4)
+    monkeypatch.setattr(decode, "BLOCK_WINDOWS", 4)
     long_file = write_noise(tmp_path / "in" / "long.wav", 23.0, rate=44100, seed=7, subtype="FLOAT")
     write_noise(tmp_path / "in" / "a_first.wav", 1.5, seed=8)  # so the long file's rows share batches
     out_dir = tmp_path / "out"

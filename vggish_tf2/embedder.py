@@ -7,16 +7,17 @@
         ...
 
 Devices are configured (tf.config) before the model is loaded, because loading initializes
-TensorFlow's runtime, after which most device settings can no longer change.
+TensorFlow's runtime, after which most device settings can no longer change. The Embedder is
+"windows -> device step -> rows"; decoding files ahead on threads and packing their windows into
+full steps is the corpus stages' work (:mod:`vggish_tf2.corpus.decode`, :mod:`vggish_tf2.corpus.embed`),
+which ``embed_files`` runs.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import os
-import queue
 import threading
 import time
 from pathlib import Path
@@ -25,21 +26,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from vggish_tf2 import audio, config, params, windows
-from vggish_tf2.errors import (
-    InternalError,
-    InvalidArgumentError,
-    InvalidAudioError,
-    ModelError,
-    ModelNotFoundError,
-    VGGishError,
-    one_line,
-)
+from vggish_tf2.errors import InvalidArgumentError, InvalidAudioError, ModelError, ModelNotFoundError, VGGishError
+from vggish_tf2.options import RunOptions
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_SUBDIR = Path("models") / "vggish"
-BLOCK_WINDOWS = 256  # windows per block handed from a decoding thread to the device stage
-PREFETCH_BLOCKS = 4  # blocks a decoding thread may hold ahead of the device (bounds memory)
 CPU_MAX_PROBE_BATCH = 96  # the largest batch size batch_size="auto" tries on the CPU (vggish_tf2.tuning)
 
 
@@ -83,6 +75,15 @@ class EmbedderStats:
     device_seconds: float = 0.0  # inside device steps; at most wall_seconds
     wall_seconds: float = 0.0  # summed over embed, embed_windows and embed_files calls
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # not a field: as_dict and replace leave it out
+
+    def add(self, **amounts: float) -> None:
+        """Add ``amounts`` to the counters they name (from any thread)."""
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -125,23 +126,22 @@ class Embedder:
     ):
         from vggish_tf2 import devices as device_module
 
-        settings = config.get_settings()
-        preference = config.validate_device_preference(device if device is not None else settings.device_preference)
-        fraction = config.validate_memory_fraction(memory_fraction if memory_fraction is not None else settings.gpu_memory_fraction)
+        if not (jit_compile == "auto" or isinstance(jit_compile, bool)):
+            raise InvalidArgumentError(f"jit_compile={jit_compile!r} must be True, False or 'auto'")
+        # The settings a corpus run shares are checked by RunOptions, the one gate for them.
+        options = RunOptions(
+            model=model, device=device, memory_fraction=memory_fraction, batch_size=batch_size,
+            jit_compile=None if jit_compile == "auto" else jit_compile, resampler=resampler,
+            frontend_precision=frontend_precision, short_clips=short_clips, hop_seconds=hop_seconds, workers=workers,
+            verify_model_hashes=verify_model_hashes)
+        settings = config.get_settings()  # the environment's defaults, validated when read
+        preference = options.device if options.device is not None else settings.device_preference
+        fraction = options.memory_fraction if options.memory_fraction is not None else settings.gpu_memory_fraction
         growth = config.validate_allow_growth(allow_growth if allow_growth is not None else settings.gpu_allow_growth)
         if compute_dtype not in ("float32", "float16", "bfloat16"):
             raise InvalidArgumentError(f"compute_dtype={compute_dtype!r} must be float32, float16 or bfloat16")
-        if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0)):
-            raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive integer or 'auto'")
-        if not (jit_compile == "auto" or isinstance(jit_compile, bool)):
-            raise InvalidArgumentError(f"jit_compile={jit_compile!r} must be True, False or 'auto'")
-        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
-            raise InvalidArgumentError(f"workers={workers!r} must be a positive integer")
-        self.hop_samples = params.example_hop_samples(hop_seconds)
+        self.hop_samples = options.hop_samples
         self.short_clips = short_clips
-        windows.count_examples(0, hop_samples=self.hop_samples, short_clips=short_clips)  # validates both
-        if resampler not in audio.RESAMPLERS:
-            raise InvalidArgumentError(f"resampler={resampler!r} must be one of {', '.join(audio.RESAMPLERS)}")
         self.resampler = resampler
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
         model_path = self._check_model_location(model)  # before TensorFlow: a wrong path fails at once
@@ -162,7 +162,17 @@ class Embedder:
         # float64 samples from decoding to a float64 front end, as the reference's; float32 otherwise.
         self.sample_dtype = self._runner.window_dtype if self._runner is not None else np.float32
         self.stats = EmbedderStats(device=", ".join(self.plan.device_names), batch_size=self.batch_size)
-        self._stats_lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: RunOptions, **extra: Any) -> "Embedder":
+        """The Embedder of a run's options (None fields: the defaults); ``extra``: the keywords
+        RunOptions has no field for (``allow_growth``, ``devices``, ``compute_dtype``)."""
+        given = {"device": options.device, "memory_fraction": options.memory_fraction,
+                 "frontend_precision": options.frontend_precision, "short_clips": options.short_clips,
+                 "hop_seconds": options.hop_seconds, "resampler": options.resampler, "workers": options.workers,
+                 "jit_compile": options.jit_compile}
+        return cls(options.model, batch_size=options.batch_size, verify_model_hashes=options.verify_model_hashes,
+                   **{name: value for name, value in given.items() if value is not None}, **extra)
 
     # --- the device step: built, and tuned when batch_size="auto" ------------------------------
     def _runner_factory(self, compute, *, compute_dtype: str):
@@ -311,22 +321,27 @@ class Embedder:
         other rows (see vggish_tf2.step).
         """
         with self._wall_clock():
-            return self._embed_rows(example_windows)
+            return self.embed_rows(example_windows)
 
-    def _embed_rows(self, example_windows: np.ndarray) -> np.ndarray:
+    def embed_rows(self, example_windows: np.ndarray) -> np.ndarray:
+        """``embed_windows`` without adding to ``stats.wall_seconds``: for stages that count their
+        own wall time (vggish_tf2.corpus.embed), so that no second is counted twice."""
         example_windows = np.asarray(example_windows)
         if example_windows.ndim != 2 or example_windows.shape[1] != params.EXAMPLE_WINDOW_SAMPLES:
             raise InvalidArgumentError(f"windows.shape={example_windows.shape} must be [n, {params.EXAMPLE_WINDOW_SAMPLES}]")
         if self._runner is not None:
             started = time.perf_counter()
             out = self._runner.run(example_windows.astype(self.sample_dtype, copy=False))
-            with self._stats_lock:
-                self.stats.device_seconds += time.perf_counter() - started
-                self.stats.examples += len(out)
+            self.stats.add(device_seconds=time.perf_counter() - started, examples=len(out))
             return out
         # TF Hub model: each window is exactly one example of its 1-D signature.
         rows = [np.asarray(self._hub_model(w.astype(np.float32)))[:1] for w in example_windows]
         return np.concatenate(rows) if rows else np.zeros((0, params.EMBEDDING_SIZE), np.float32)
+
+    @property
+    def rows_per_step(self) -> int:
+        """Rows one device step takes now (all devices; follows a batch halved on OOM)."""
+        return self._runner.rows_per_step if self._runner is not None else 1
 
     @contextlib.contextmanager
     def _wall_clock(self):
@@ -334,8 +349,7 @@ class Embedder:
         try:
             yield
         finally:
-            with self._stats_lock:
-                self.stats.wall_seconds += time.perf_counter() - started
+            self.stats.add(wall_seconds=time.perf_counter() - started)
 
     def postprocess(self, embeddings: np.ndarray) -> np.ndarray:
         """AudioSet's PCA + 8-bit quantization: float32 [N, 128] -> uint8 [N, 128]."""
@@ -369,9 +383,8 @@ class Embedder:
             if sample_rate != params.SAMPLE_RATE:
                 mono = audio.resample(mono, sample_rate, resampler=self.resampler, dtype=self.sample_dtype)
             rows = windows.frame_windows(mono, hop_samples=self.hop_samples, short_clips=self.short_clips, dtype=self.sample_dtype)
-            with self._stats_lock:
-                self.stats.audio_seconds += len(mono) / params.SAMPLE_RATE
-            return self._embed_rows(rows)
+            self.stats.add(audio_seconds=len(mono) / params.SAMPLE_RATE)
+            return self.embed_rows(rows)
 
     def timestamps(self, count: int) -> np.ndarray:
         """Start time in seconds of each of `count` examples."""
@@ -389,122 +402,15 @@ class Embedder:
             raise result.error
         return result.embedding
 
-    def _file_blocks(self, path: Path) -> Iterator[tuple[np.ndarray, float]]:
-        """Blocks of windows of one file, and the number of 16 kHz samples decoded so far."""
-        chunks = audio.stream_audio(path, resampler=self.resampler, dtype=self.sample_dtype)
-        decoded = 0
-
-        def counted():
-            nonlocal decoded
-            for chunk in chunks:
-                decoded += len(chunk)
-                yield chunk
-
-        block: list[np.ndarray] = []
-        example_windows = windows.iter_windows(counted(), hop_samples=self.hop_samples, short_clips=self.short_clips,
-                                               dtype=self.sample_dtype)
-        for window in example_windows:
-            block.append(window)
-            if len(block) == BLOCK_WINDOWS:
-                yield np.stack(block), decoded
-                block = []
-        yield (np.stack(block) if block else np.zeros((0, params.EXAMPLE_WINDOW_SAMPLES), self.sample_dtype)), decoded
-
-    def _decode_into(self, path: Path, out: queue.Queue, cancelled: threading.Event) -> None:
-        """Decode one file into `out` as ("block", windows, samples) items, then ("end", ...),
-        ("error", e, ...) for a fault of the file, or ("bug", e, ...) for anything else. Every
-        hand-over gives up when `cancelled` is set, so a closed embed_files never waits on it."""
-        started = time.perf_counter()
-        try:
-            for block, decoded in self._file_blocks(path):
-                if not _hand_over(out, ("block", block, decoded), cancelled):
-                    return
-            _hand_over(out, ("end", None, None), cancelled)
-        except (VGGishError, OSError) as e:  # the file's fault (our own errors name it): this file only
-            _hand_over(out, ("error", e, None), cancelled)
-        except BaseException as e:  # noqa: BLE001 - a bug (TypeError, MemoryError, ...): stops the run
-            _hand_over(out, ("bug", e, None), cancelled)
-        finally:
-            with self._stats_lock:
-                self.stats.decode_seconds += time.perf_counter() - started
-
     def embed_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[FileResult]:
         """FileResult per path, in input order. Files are decoded ahead on `workers` threads and their
-        examples packed into full device batches. A file that cannot be read or decoded yields a
-        FileResult with `.error` set (the others go on); anything else (a bug) raises InternalError
-        naming the file. Closing the iterator early (break, Ctrl-C) stops the decoding threads."""
-        from vggish_tf2.batching import pack_and_run
+        examples packed into full device batches (vggish_tf2.corpus.embed). A file that cannot be
+        read or decoded yields a FileResult with `.error` set (the others go on); anything else (a
+        bug) raises InternalError naming the file. Closing the iterator early (break, Ctrl-C)
+        stops the decoding threads."""
+        from vggish_tf2.corpus.embed import embed_files
 
-        paths = [Path(p) for p in paths]
-        started = time.perf_counter()
-        counted_until = started  # wall time up to here is already in stats.wall_seconds
-        cancelled = threading.Event()
-        queues: dict[int, queue.Queue] = {}
-        outcome: dict[int, dict[str, Any]] = {}
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vggish-decode")
-        lookahead = self.workers + 1
-        submitted = 0
-
-        def submit_up_to(limit: int) -> None:
-            nonlocal submitted
-            while submitted < min(limit, len(paths)):
-                q: queue.Queue = queue.Queue(maxsize=PREFETCH_BLOCKS)
-                queues[submitted] = q
-                executor.submit(self._decode_into, paths[submitted], q, cancelled)
-                submitted += 1
-
-        def blocks() -> Iterator[tuple[int, np.ndarray, bool]]:
-            empty = np.zeros((0, params.EXAMPLE_WINDOW_SAMPLES), self.sample_dtype)
-            for index in range(len(paths)):
-                submit_up_to(index + 1 + lookahead)
-                q = queues[index]
-                state: dict[str, Any] = {"samples": 0, "error": None}
-                outcome[index] = state
-                pending_block = None
-                while True:
-                    kind, payload, decoded = q.get()
-                    if kind == "block":
-                        if pending_block is not None:
-                            yield index, pending_block, False
-                        pending_block = payload
-                        state["samples"] = decoded
-                    elif kind == "end":
-                        yield index, pending_block if pending_block is not None else empty, True
-                        break
-                    elif kind == "error":
-                        state["error"] = payload
-                        # Rows already queued for this file are still computed; they are discarded.
-                        yield index, empty, True
-                        break
-                    else:
-                        raise _internal_error(paths[index], payload)
-                del queues[index]
-
-        try:
-            runner = self._runner
-            rows_per_step = (lambda: runner.rows_per_step) if runner is not None else (lambda: 1)
-            for index, embedding in pack_and_run(blocks(), self._embed_rows, rows_per_step=rows_per_step):
-                state = outcome.pop(index)
-                duration = state["samples"] / params.SAMPLE_RATE
-                now = time.perf_counter()
-                with self._stats_lock:
-                    self.stats.device = self.device
-                    self.stats.files += 1
-                    self.stats.wall_seconds += now - counted_until
-                    if state["error"] is not None:
-                        self.stats.failed_files += 1
-                    else:
-                        self.stats.audio_seconds += duration
-                counted_until = now
-                if state["error"] is not None:
-                    yield FileResult(paths[index], None, None, None, error=_as_vggish_error(paths[index], state["error"]))
-                else:
-                    yield FileResult(paths[index], embedding, self.timestamps(len(embedding)), duration)
-        finally:
-            cancelled.set()
-            executor.shutdown(wait=True, cancel_futures=True)
-            with self._stats_lock:
-                self.stats.wall_seconds += time.perf_counter() - counted_until
+        return embed_files(self, paths)
 
     def log_stats(self) -> None:
         s = self.stats
@@ -514,30 +420,3 @@ class Embedder:
             "%d files (%d failed), %d examples, %.1f audio s on %s (batch %d): device %.1f s (%.1f ex/s), decode %.1f s",
             s.files, s.failed_files, s.examples, s.audio_seconds, s.device, self.batch_size, s.device_seconds, rate, s.decode_seconds,
         )
-
-
-def _hand_over(out: queue.Queue, item: tuple, cancelled: threading.Event) -> bool:
-    """Put `item` into `out`, waiting while it is full; False (item dropped) once `cancelled` is set."""
-    while not cancelled.is_set():
-        try:
-            out.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _as_vggish_error(path: Path, error: BaseException) -> BaseException:
-    if isinstance(error, VGGishError):
-        return error
-    wrapped = InvalidAudioError(f"{path}: {type(error).__name__}: {one_line(error)}")
-    wrapped.__cause__ = error
-    return wrapped
-
-
-def _internal_error(path: Path, error: BaseException) -> BaseException:
-    if isinstance(error, (KeyboardInterrupt, SystemExit)):
-        return error
-    wrapped = InternalError(f"{path}: {type(error).__name__} while decoding: {one_line(error)} (this is a bug in vggish-tf2)")
-    wrapped.__cause__ = error
-    return wrapped
