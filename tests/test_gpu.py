@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest tests/test_gpu.py --run-gpu -v
 
 Marked ``gpu``: skipped by default; with --run-gpu a machine without a GPU fails (conftest.py).
-Everything GPU-specific is otherwise tested against a faked tf.config (tests/test_devices.py);
+Everything GPU-specific is otherwise tested against a faked tf.config (tests/devices/);
 these check the real thing. Each check runs in a fresh process, because TF's device configuration
 must precede its runtime's initialization, and in each, the library's warnings (UserWarning:
 degraded settings; RuntimeWarning: CPU fallback) are errors, so a refused setting fails its check
@@ -74,7 +74,7 @@ def used_bytes(index=0):
         finally:
             pynvml.nvmlShutdown()
     except Exception:
-        out = devices._run_nvidia_smi(["--query-gpu=memory.used", "--format=csv,noheader,nounits"])
+        out = devices.inventory._run_nvidia_smi(["--query-gpu=memory.used", "--format=csv,noheader,nounits"])
         return None if out is None else int(float(out.splitlines()[index])) << 20
 
 def tf_memory_limits():

@@ -9,7 +9,7 @@ cannot silently go untested:
 * library code (imports from ``backend.processing.audio_pipeline``): the import lines are
   rewritten to ``vggish_tf2.legacy`` / ``vggish_tf2.devices``, nothing else, and the block runs:
   on this machine's real devices and on faked CUDA and Metal ones (a faked ``tf.config`` as in
-  test_devices.py), with the session's synthetic export as the default model;
+  tests/devices/fakes.py), with the session's synthetic export as the default model;
 * configuration (``VGGISH_* = value``): the same names are environment variables here, and the
   values the document shows must parse to the same settings;
 * TensorFlow-only code: runs unchanged;
@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from vggish_tf2 import config, devices, legacy
+from vggish_tf2.devices import configuration, inventory
 from vggish_tf2.embedder import Embedder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +120,7 @@ def rewrite_imports(code: str) -> str:
     return "".join(out)
 
 
-# --- Faked devices (as in test_devices.py: what TF 2.18-2.21 reports) ------------------------------
+# --- Faked devices (as in tests/devices/fakes.py: what TF 2.18-2.21 reports) -----------------
 
 PhysicalDevice = collections.namedtuple("PhysicalDevice", ["name", "device_type"])
 
@@ -169,20 +170,20 @@ HOSTS = ("this machine", "CUDA, 2 GPUs", "Metal")
 def host(request, monkeypatch):
     """This machine's real devices, or a faked Linux host with two RTX 3060s, or a faked Apple M1."""
     monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
-    monkeypatch.setattr(devices, "_force_growth_env_set_by_us", False)
+    monkeypatch.setattr(configuration, "_force_growth_env_set_by_us", False)
     if request.param == "CUDA, 2 GPUs":
         fake = FakeTFConfig(["NVIDIA GeForce RTX 3060"] * 2)
-        monkeypatch.setattr(devices, "_host_platform", lambda: ("Linux", "x86_64"))
-        monkeypatch.setattr(devices, "_run_nvidia_smi", lambda args: "NVIDIA GeForce RTX 3060, 12288, 11900\n" * 2)
+        monkeypatch.setattr(inventory, "_host_platform", lambda: ("Linux", "x86_64"))
+        monkeypatch.setattr(inventory, "_run_nvidia_smi", lambda args: "NVIDIA GeForce RTX 3060, 12288, 11900\n" * 2)
         monkeypatch.setitem(sys.modules, "pynvml", None)
     elif request.param == "Metal":
         fake = FakeTFConfig(["METAL"])
-        monkeypatch.setattr(devices, "_host_platform", lambda: ("Darwin", "arm64"))
+        monkeypatch.setattr(inventory, "_host_platform", lambda: ("Darwin", "arm64"))
     else:
         return request.param
-    monkeypatch.setattr(devices, "_tf_config", lambda: fake)
-    monkeypatch.setattr(devices, "_runtime_initialized", lambda: False)
-    monkeypatch.setattr(devices, "_host_memory_bytes", lambda: 16 * GIB)
+    monkeypatch.setattr(inventory, "_tf_config", lambda: fake)
+    monkeypatch.setattr(inventory, "_runtime_initialized", lambda: False)
+    monkeypatch.setattr(inventory, "_host_memory_bytes", lambda: 16 * GIB)
     return request.param
 
 
@@ -337,7 +338,7 @@ def test_documented_selection_algorithm_matches_auto(block, host):
     kinds = {d.type for d in infos if d.available}
     namespace = run_block(block, {
         "metal_available": devices.DeviceType.METAL in kinds,
-        "on_apple_silicon": devices._is_macos_arm64(),
+        "on_apple_silicon": inventory._is_macos_arm64(),
         "cuda_gpu_available": devices.DeviceType.GPU in kinds,
     })
     assert namespace["select_device"]() == devices.select_device("auto").type.value
