@@ -32,16 +32,36 @@ def shard_writer(out_dir, *, previous=None, shard_rows=10, output_format="parque
                        base_metadata=BASE_METADATA, previous=previous or {}, clock=clock)
 
 
-def run(out_dir, items, **kwargs):
-    """The run loop's writing part: write each item, append the records it returns, then finish."""
+def run(out_dir, items, *, kill_at_append=None, **kwargs):
+    """The run loop's writing part: write each item, append the records it returns, then finish.
+    ``kill_at_append`` n: killed just before the n-th append (0-based)."""
     writer = shard_writer(out_dir, previous=Manifest.load(out_dir), **kwargs)
-    with Manifest(out_dir) as manifest:
+    appended = 0
+
+    def batches():  # lazily: each call's records are appended before the next call
         for embedded in items:
-            for record in writer.write(embedded):
+            yield writer.write(embedded)
+        yield writer.finish()
+
+    with Manifest(out_dir) as manifest:
+        for records in batches():
+            for record in records:
+                if appended == kill_at_append:
+                    raise Killed
                 manifest.append(record)
-        for record in writer.finish():
-            manifest.append(record)
+                appended += 1
     return writer
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL between a shard's rename and its records' append."""
+
+
+def resume_tasks(out_dir, items):
+    """The plan's choice on resume: the items whose last record does not say done."""
+    previous = Manifest.load(out_dir)
+    return [e for e in items if not is_done(previous.get(e.task.item.relative), out_dir=out_dir, output_relative=None,
+                                            signature=e.task.signature, layout="shards")]
 
 
 def parts(out_dir):
@@ -170,10 +190,6 @@ def test_orphan_shards_are_deleted_at_open_and_named_ones_kept(tmp_path, caplog)
     assert parts(tmp_path) == ["notes.txt"]
 
 
-class Killed(BaseException):
-    """Stands for SIGKILL between a shard's rename and its records' append."""
-
-
 def test_a_kill_between_shard_and_manifest_then_resume_leaves_every_files_rows_once(tmp_path, monkeypatch):
     reference_dir, out_dir = tmp_path / "reference", tmp_path / "out"
     run(reference_dir, embedded_corpus(reference_dir))
@@ -237,3 +253,68 @@ def test_open_writer_gives_the_shard_writer(tmp_path):
     options = RunOptions(output_format="parquet", layout="shards", shard_rows=7)
     writer = open_writer(tmp_path, options=options, facts=None, base_metadata=BASE_METADATA, previous={})
     assert isinstance(writer, ShardWriter) and writer.shard_rows == 7 and writer.output_format == "parquet"
+
+
+def test_a_kill_while_a_shards_records_are_appended_then_resume_rewrites_it_with_the_named_rows(tmp_path, caplog):
+    reference_dir, out_dir = tmp_path / "reference", tmp_path / "out"
+    run(reference_dir, embedded_corpus(reference_dir))
+    reference = rows_by_file(ds.dataset(reference_dir / DATASET_DIR).to_table())
+    with pytest.raises(Killed):
+        run(out_dir, embedded_corpus(out_dir), kill_at_append=2)  # a and b appended; c, in the same shard, not
+    (first_shard,) = parts(out_dir)
+    assert set(Manifest.load(out_dir)) == {"a.wav", "b.wav"}
+    todo = resume_tasks(out_dir, embedded_corpus(out_dir))
+    assert todo[0].task.item.relative == "c.wav"
+    with caplog.at_level(logging.INFO, logger="vggish_tf2.corpus.shards"):
+        writer = run(out_dir, todo)
+    assert f"rewrote shard {out_dir / DATASET_DIR / first_shard} as" in caplog.text and "without its 2 rows" in caplog.text
+    assert first_shard not in parts(out_dir)
+    resumed = rows_by_file(ds.dataset(out_dir / DATASET_DIR).to_table())
+    assert resumed.keys() == reference.keys()
+    for name, (index, embedding) in reference.items():
+        assert resumed[name][0] == index
+        np.testing.assert_array_equal(resumed[name][1], embedding)
+    records = Manifest.load(out_dir)
+    assert records["a.wav"]["output"] == records["b.wav"]["output"] == f"{DATASET_DIR}/part-{writer.run_id}-00000.parquet"
+    assert (records["a.wav"]["rows"], records["b.wav"]["rows"]) == ([0, 3], [3, 7])
+    assert resume_tasks(out_dir, embedded_corpus(out_dir)) == []
+
+
+def test_a_file_embedded_again_leaves_no_old_rows_behind(tmp_path):
+    run(tmp_path, embedded_corpus(tmp_path, CORPUS[:3]))
+    (old_shard,) = parts(tmp_path)
+    changed = ok(task(tmp_path, "b.wav", suffix=None, signature=(2000, 456)), 2, seed=99)  # the input changed
+    assert resume_tasks(tmp_path, embedded_corpus(tmp_path, CORPUS[:3])) == []
+    writer = run(tmp_path, [changed])
+    assert old_shard not in parts(tmp_path) and len(parts(tmp_path)) == 2
+    found = rows_by_file(ds.dataset(tmp_path / DATASET_DIR).to_table())
+    assert found["b.wav"][0] == [0, 1]
+    np.testing.assert_array_equal(found["b.wav"][1], rows(2, 99)[0])
+    for i, name in ((0, "a.wav"), (2, "c.wav")):
+        np.testing.assert_array_equal(found[name][1], rows(CORPUS[i][1], i)[0])
+    records = Manifest.load(tmp_path)
+    assert records["a.wav"]["output"] == records["c.wav"]["output"] == f"{DATASET_DIR}/part-{writer.run_id}-00001.parquet"
+    for name in ("a.wav", "b.wav", "c.wav"):
+        first, end = records[name]["rows"]
+        assert pq.read_table(tmp_path / records[name]["output"]).slice(first, end - first).column("file").to_pylist() \
+            == [name] * (end - first)
+
+
+def test_tfrecord_shards_are_rewritten_too(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(Killed):
+        run(tmp_path, embedded_corpus(tmp_path), output_format="tfrecord", kill_at_append=1)
+    (shard,) = parts(tmp_path)
+    assert shards._shard_rows(tmp_path / DATASET_DIR / shard) == 3 == len(
+        list(tf.data.TFRecordDataset(str(tmp_path / DATASET_DIR / shard))))
+    writer = run(tmp_path, resume_tasks(tmp_path, embedded_corpus(tmp_path)), output_format="tfrecord")
+    records = Manifest.load(tmp_path)
+    assert records["a.wav"]["output"] == f"{DATASET_DIR}/part-{writer.run_id}-00000.tfrecord"
+    ids = []
+    for name in parts(tmp_path):
+        for serialised in tf.data.TFRecordDataset(str(tmp_path / DATASET_DIR / name)):
+            context, _ = tf.io.parse_single_sequence_example(
+                serialised, {"video_id": tf.io.FixedLenFeature([], tf.string)},
+                {"audio_embedding": tf.io.FixedLenSequenceFeature([], tf.string)})
+            ids.append(context["video_id"].numpy().decode())
+    assert sorted(ids) == sorted(name for name, _ in CORPUS)  # each file once

@@ -19,14 +19,19 @@ record names its shard (``output``) and its rows there (``rows``: [first, end), 
 TFRecord records).
 
 A run killed after writing a shard but before its records reached the manifest leaves a shard no
-record names: at open, such orphans are deleted (their files are embedded again), so after a kill
-and a resume every file's rows are present exactly once.
+record names: at open, such orphans are deleted (their files are embedded again). A shard only
+some of whose rows a record names (a kill while its records were being appended, or a file
+embedded again since, because it changed) is rewritten with the named rows only, and those files'
+records are returned again, naming the new shard: at open for the first case, at :meth:`finish`
+for the second. So after a kill and a resume every file's rows are present exactly once.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
+import struct
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -118,31 +123,50 @@ class ShardWriter:
         self._pending_weight = 0
         self._opened_at = 0.0
         self.removed_orphans = remove_orphans(self.out_dir, previous)
+        self._previous = dict(previous)
+        self._returned: dict[str, dict] = {}  # this run's records, by input
+        # A shard some rows of which no record names: rewritten now, its records returned by the first call.
+        self._held = self._repair(previous, only=None)
 
     # --- the writer protocol ---------------------------------------------------------------------
     def write(self, embedded: "Embedded") -> list[dict]:
         """Add the file to the open shard; return the records of the shard this closes (if any), or
         the file's own record when it has nothing to write (failed, skipped)."""
+        committed, self._held = self._held, []
         record = unwritten_record(embedded, output_format=self.output_format)
         if record is not None:
-            return [record]
+            return self._returning(committed + [record])
         entry = self._entry(embedded)
-        committed = []
         # A file's rows never split: one that does not fit opens the next shard. At most one shard
         # is committed per call, so the caller appends each shard's records before the next is written.
+        closed = False
         if self._pending and (self._full() or self._pending_weight + entry.weight > self.shard_rows):
-            committed = self._commit()
+            committed += self._commit()
+            closed = True
         if not self._pending:
             self._opened_at = self._clock()
         self._pending.append(entry)
         self._pending_weight += entry.weight
-        if not committed and self._full():
-            committed = self._commit()
-        return committed
+        if not closed and self._full():
+            committed += self._commit()
+        return self._returning(committed)
 
     def finish(self) -> list[dict]:
-        """Commit the open shard; its records."""
-        return self._commit() if self._pending else []
+        """Commit the open shard; its records, then those of earlier shards rewritten without the
+        rows of files embedded again in this run."""
+        records, self._held = self._held, []
+        if self._pending:
+            records += self._commit()
+        self._returning(records)
+        # Shards of earlier runs that held a file this run wrote again (it changed, or had failed).
+        redone = {self._previous[name].get("output") for name in self._returned if name in self._previous}
+        claims = {**self._previous, **self._returned}
+        return records + self._returning(self._repair(claims, only=redone))
+
+    def _returning(self, records: list[dict]) -> list[dict]:
+        for record in records:
+            self._returned[record["input"]] = record
+        return records
 
     def _full(self) -> bool:
         return self._pending_weight >= self.shard_rows or self._clock() - self._opened_at >= SHARD_SECONDS
@@ -173,9 +197,8 @@ class ShardWriter:
         """Write the open shard atomically, then return its records (an OSError writing it is the
         failure of each of its files: recorded, the run goes on)."""
         pending, self._pending, self._pending_weight = self._pending, [], 0
-        name = f"part-{self.run_id}-{self._sequence:05d}{OUTPUT_SUFFIXES[self.output_format]}"
-        self._sequence += 1
-        path = self.dataset / name
+        path = self._next_path()
+        name = path.name
         try:
             if self.output_format == "tfrecord":
                 outputs.write_tfrecords(path, [entry.part for entry in pending])
@@ -194,10 +217,87 @@ class ShardWriter:
             first += entry.rows
         return records
 
+    def _next_path(self) -> Path:
+        name = f"part-{self.run_id}-{self._sequence:05d}{OUTPUT_SUFFIXES[self.output_format]}"
+        self._sequence += 1
+        return self.dataset / name
+
+    # --- rows no record names --------------------------------------------------------------------
+    def _repair(self, records: dict[str, dict], *, only: set | None) -> list[dict]:
+        """Rewrite each shard (of ``only``, or all) holding rows that no ok record of ``records``
+        names, keeping the named rows; delete it; return the new records of the files it keeps. A
+        kill at any point loses nothing: the old shard gone, its files' records name a missing
+        shard and are embedded again; the new one not yet named, it is an orphan."""
+        repaired = []
+        for output, claims in sorted(shard_records(records).items()):
+            path = self.out_dir / output
+            if (only is not None and output not in only) or not path.is_file():
+                continue
+            claims.sort(key=lambda record: record["rows"][0])
+            total = _shard_rows(path)
+            spans = [tuple(record["rows"]) for record in claims]
+            if sum(end - first for first, end in spans) == total:
+                continue
+            if any(not 0 <= first < end <= total for first, end in spans) or any(
+                    a[1] > b[0] for a, b in zip(spans, spans[1:])):
+                logger.warning("%s: its manifest records name rows it does not hold; left as it is", path)
+                continue
+            new_path = self._next_path()
+            if path.suffix == ".parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(path)
+                kept = pa.concat_tables([table.slice(first, end - first) for first, end in spans])
+                metadata = json.loads(table.schema.metadata[outputs.PARQUET_METADATA_KEY])
+                outputs.write_parquet_table(new_path, kept, metadata=metadata)
+            else:
+                serialised = _read_tfrecords(path)
+                outputs.write_tfrecords(new_path, [record for first, end in spans for record in serialised[first:end]])
+            path.unlink()
+            logger.info("rewrote shard %s as %s without its %d rows no manifest record names (a run stopped while "
+                        "appending its records, or files embedded again since)", path, new_path,
+                        total - sum(end - first for first, end in spans))
+            first = 0
+            for record, (a, b) in zip(claims, spans):
+                repaired.append({**record, "output": f"{DATASET_DIR}/{new_path.name}", "rows": [first, first + b - a]})
+                first += b - a
+        return repaired
+
     def _record(self, entry: _Pending, status: str, **fields) -> dict:
         pooled = {"pool": "mean"} if self.pool == "mean" else {}
         return manifest_record(entry.task, status, output_format=self.output_format, examples=entry.examples,
                                duration_seconds=entry.duration, layout="shards", **pooled, **fields)
+
+
+def _shard_rows(path: Path) -> int:
+    """Rows in a part file: Parquet rows (from its footer), TFRecord records."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return len(_tfrecord_offsets(path))
+
+
+def _tfrecord_offsets(path: Path) -> list[tuple[int, int]]:
+    """(offset, length) of each record's data: a TFRecord is a sequence of uint64 length, uint32
+    CRC, data, uint32 CRC (the files are ours, written whole, so the CRCs are not checked)."""
+    spans = []
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        position = 0
+        while position < size:
+            f.seek(position)
+            (length,) = struct.unpack("<Q", f.read(8))
+            spans.append((position + 12, length))
+            position += 16 + length
+    return spans
+
+
+def _read_tfrecords(path: Path) -> list[bytes]:
+    with open(path, "rb") as f:
+        data = f.read()
+    return [data[offset:offset + length] for offset, length in _tfrecord_offsets(path)]
 
 
 __all__ = ["DATASET_DIR", "SHARD_SECONDS", "ShardWriter", "new_run_id", "remove_orphans", "shard_records"]
