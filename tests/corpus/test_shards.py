@@ -277,6 +277,7 @@ def test_a_kill_while_a_shards_records_are_appended_then_resume_rewrites_it_with
     records = Manifest.load(out_dir)
     assert records["a.wav"]["output"] == records["b.wav"]["output"] == f"{DATASET_DIR}/part-{writer.run_id}-00000.parquet"
     assert (records["a.wav"]["rows"], records["b.wav"]["rows"]) == ([0, 3], [3, 7])
+    assert records["a.wav"]["moved_from"] == f"{DATASET_DIR}/{first_shard}" and "moved_from" not in records["c.wav"]
     assert resume_tasks(out_dir, embedded_corpus(out_dir)) == []
 
 

@@ -22,7 +22,8 @@ A run killed after writing a shard but before its records reached the manifest l
 record names: at open, such orphans are deleted (their files are embedded again). A shard only
 some of whose rows a record names (a kill while its records were being appended, or a file
 embedded again since, because it changed) is rewritten with the named rows only, and those files'
-records are returned again, naming the new shard: at open for the first case, at :meth:`finish`
+records are returned again, naming the new shard and the old one (``moved_from``: such a record
+reports a move, not a file embedded by this run): at open for the first case, at :meth:`finish`
 for the second. So after a kill and a resume every file's rows are present exactly once.
 """
 from __future__ import annotations
@@ -260,7 +261,8 @@ class ShardWriter:
                         total - sum(end - first for first, end in spans))
             first = 0
             for record, (a, b) in zip(claims, spans):
-                repaired.append({**record, "output": f"{DATASET_DIR}/{new_path.name}", "rows": [first, first + b - a]})
+                repaired.append({**record, "output": f"{DATASET_DIR}/{new_path.name}", "rows": [first, first + b - a],
+                                 "moved_from": output})
                 first += b - a
         return repaired
 
