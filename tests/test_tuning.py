@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from vggish_tf2 import hashing, pipeline, tuning
+from vggish_tf2.corpus import run_config
 from vggish_tf2.errors import InvalidArgumentError, ModelError
 from vggish_tf2.params import STEP_EXAMPLES
 
@@ -174,15 +175,15 @@ def test_run_config_records_the_compile_mode_and_a_resume_keeps_it(exported_mode
     assert config["jit_compile"] is False
     with np.load(out / "a.wav.npz", allow_pickle=False) as archive:
         assert json.loads(str(archive["metadata"]))["jit_compile"] is False
-    assert pipeline._recorded_jit_compile(out) is False
+    assert run_config.recorded_jit_compile(out) is False
     with pytest.raises(InvalidArgumentError, match=r"jit_compile False then, True now"):
         pipeline.embed_corpus([corpus], **common, jit_compile=True)
     # A directory made before the mode was recorded was made without XLA: it resumes as such.
     del config["jit_compile"]
     (out / pipeline.RUN_CONFIG_NAME).write_text(json.dumps(config))
-    assert pipeline._recorded_jit_compile(out) is False
+    assert run_config.recorded_jit_compile(out) is False
     summary = pipeline.embed_corpus([corpus], **common)
     assert summary.already_done == 1
     config["jit_compile"] = True
     (out / pipeline.RUN_CONFIG_NAME).write_text(json.dumps(config))
-    assert pipeline._recorded_jit_compile(out) is True
+    assert run_config.recorded_jit_compile(out) is True

@@ -32,48 +32,19 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-FORMATS = ("npz", "tfrecord", "parquet")
-DEVICES = ("auto", "cpu", "gpu", "metal")
-RESAMPLERS = ("soxr_hq", "kaiser_best")
-PRECISIONS = ("float64", "float32")
-SHORT_CLIPS = ("drop", "pad", "repeat")
-
 logger = logging.getLogger("vggish_tf2.cli")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+def _flag_of_parameter() -> dict[str, str]:
+    """Library parameter -> the flag that sets it: errors from the library name the parameter, the
+    command line shows the flag the user typed. Each RunOptions field declares its flag."""
+    from vggish_tf2.options import FLAGS
+
+    return {**FLAGS, "format": FLAGS["output_format"]}  # "format": outputs.check_output_format's word
 
 
-def _batch_size(text: str) -> int | str:
-    return text if text == "auto" else _positive_int(text)
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
-    return value
-
-
-# Library parameter -> the flag that sets it: errors from the library name the parameter, the
-# command line shows the flag the user typed.
-FLAG_OF_PARAMETER = {
-    "memory_fraction": "--memory-fraction", "hop_seconds": "--hop-seconds", "batch_size": "--batch-size",
-    "workers": "--workers", "short_clips": "--short-clips", "frontend_precision": "--frontend-precision",
-    "resampler": "--resampler", "device": "--device", "format": "--format", "postprocess": "--postprocess",
-    "model": "--model", "verify_model_hashes": "--no-verify-model", "jit_compile": "--jit-compile",
-}
-_PARAMETER = re.compile(r"(?<![\w.-])(" + "|".join(FLAG_OF_PARAMETER) + r")=")
+FLAG_OF_PARAMETER = _flag_of_parameter()
+_PARAMETER = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAG_OF_PARAMETER, key=len, reverse=True)) + r")=")
 
 
 def with_flag_names(message: str) -> str:
@@ -81,14 +52,26 @@ def with_flag_names(message: str) -> str:
     return _PARAMETER.sub(lambda m: FLAG_OF_PARAMETER[m.group(1)] + " ", message)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
-    return value
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunOptions field, as the field declares it, in groups."""
+    import dataclasses
+
+    from vggish_tf2.options import RunOptions
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(RunOptions):
+        meta = field.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        group.add_argument(meta["flag"], dest=field.name, default=field.default, help=meta["help"], **meta["argparse"])
+
+
+def options_from_args(args: argparse.Namespace):
+    """The RunOptions of parsed ``embed`` arguments."""
+    import dataclasses
+
+    from vggish_tf2.options import RunOptions
+
+    return RunOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(RunOptions)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,34 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     embed.add_argument("--from-list", action="append", default=[], metavar="FILE",
                        help="a file listing one input path a line (# comments); may be repeated")
-    embed.add_argument("--format", choices=FORMATS, default="npz", help="output format (default: npz)")
-    embed.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
-                       help="add AudioSet's PCA + uint8 embeddings (default: on; tfrecord needs them)")
-    embed.add_argument("--model", metavar="DIR", help="converted model directory (default: VGGISH_MODEL_DIR or models/vggish)")
-    embed.add_argument("--device", choices=DEVICES, help="where to run (default: VGGISH_DEVICE_PREFERENCE or auto)")
-    embed.add_argument("--memory-fraction", type=_fraction, metavar="F",
-                       help="share of each GPU's memory TensorFlow may use, in (0, 1] (default 0.8)")
-    embed.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N",
-                       help="examples per device step, a multiple of 48 (default: auto, measured once per "
-                            "machine and model and cached in ~/.cache/vggish-tf2/tuning.json)")
-    embed.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="XLA-compile the device step (default: measured with the batch size, or the mode "
-                            "the --out directory was made with; XLA rounds float32 otherwise, so it is recorded)")
-    embed.add_argument("--resampler", choices=RESAMPLERS,
-                       help="kaiser_best (default: the reference's resampy filter, Google's numbers) or "
-                            "soxr_hq (a little faster, another filter)")
-    embed.add_argument("--frontend-precision", choices=PRECISIONS,
-                       help="log-mel front end precision (default float64; float32 on Metal)")
-    embed.add_argument("--short-clips", choices=SHORT_CLIPS,
-                       help="clips shorter than one example (0.975 s): drop (default, as the reference), pad, repeat")
-    embed.add_argument("--hop-seconds", type=_positive_float, metavar="S",
-                       help="seconds between example starts, a multiple of 0.01 (default 0.96)")
-    embed.add_argument("--workers", type=_positive_int, metavar="N", help="decoding threads (default: cores - 1, at most 4)")
-    embed.add_argument("--no-verify-model", dest="verify_model", action="store_false",
-                       help="load the model without checking its files against their recorded hashes "
-                            "(for an export without its hash list that you trust)")
-    embed.add_argument("--overwrite", action="store_true",
-                       help="redo every input, also when the output directory was made with other settings")
+    _add_option_flags(embed)
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
     embed.set_defaults(handler=_cmd_embed, parser=embed)
 
@@ -176,7 +132,7 @@ def _configure_logging(verbosity: int) -> _ProgressAwareHandler:
 
 
 def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
-    from vggish_tf2.pipeline import RunInterrupted, RunStopped, embed_corpus
+    from vggish_tf2.corpus.run import RunInterrupted, RunStopped, embed_corpus
     from vggish_tf2.progress import Progress
 
     if not args.paths and not args.from_list:
@@ -184,14 +140,8 @@ def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
     progress = Progress(enabled=False if args.quiet else None)
     handler.progress = progress
     try:
-        summary = embed_corpus(
-            args.paths, out_dir=args.out, list_files=args.from_list, output_format=args.format,
-            postprocess=args.postprocess, overwrite=args.overwrite, progress=progress,
-            model=args.model, device=args.device, memory_fraction=args.memory_fraction,
-            batch_size=args.batch_size, resampler=args.resampler, frontend_precision=args.frontend_precision,
-            short_clips=args.short_clips, hop_seconds=args.hop_seconds, workers=args.workers,
-            verify_model_hashes=args.verify_model, jit_compile=args.jit_compile,
-        )
+        summary = embed_corpus(args.paths, out_dir=args.out, list_files=args.from_list, options=options_from_args(args),
+                               progress=progress)
     except RunInterrupted as e:
         print(e.summary.format(), flush=True)
         return EXIT_INTERRUPTED

@@ -66,6 +66,16 @@ class Embedded:
     postprocessed: np.ndarray | None  # uint8 [N, 128] when postprocessing applies (status ok), else None
 
 
+class TaskError(Exception):
+    """An error that is not a file's fault (a bug, the device, the model) raised by an engine while
+    embedding ``task``: the run stops, naming the file. ``error`` (also ``__cause__``) is the error."""
+
+    def __init__(self, task: "Task", error: Exception):
+        super().__init__(f"{task.item.path}: {type(error).__name__}: {error}")
+        self.task = task
+        self.error = error
+
+
 class Engine(Protocol):
     """Loads the model when built (``Engine(options)``); embeds tasks; releases what it holds."""
 
@@ -73,11 +83,11 @@ class Engine(Protocol):
 
     def results(self, tasks: Sequence["Task"]) -> Iterator[Embedded]:
         """One Embedded per task, each exactly once, in any order. A file's own fault is its
-        result's error; anything else (a bug) raises, naming the file when it can."""
+        result's error; anything else raises, as a TaskError when it happened at a known task."""
         ...
 
     def close(self) -> None:
         ...
 
 
-__all__ = ["Embedded", "Engine", "ModelFacts"]
+__all__ = ["Embedded", "Engine", "ModelFacts", "TaskError"]
