@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -83,3 +84,16 @@ def test_the_fake_host_stands_in_for_everything_real(host, monkeypatch):
     metal_host(host)
     assert devices.select_device("auto").type is devices.DeviceType.METAL
     assert devices.configure_devices("auto").device_type is devices.DeviceType.METAL
+
+
+def test_the_growth_flag_the_host_fixture_resets_is_the_one_configuration_reads(host, monkeypatch):
+    # The fixture resets configuration._force_growth_env_set_by_us; were the flag read elsewhere,
+    # this "true" would be the user's (kept, with a warning) instead of ours (removed).
+    cuda_host(host)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    monkeypatch.setattr(configuration, "_force_growth_env_set_by_us", True)  # as an earlier plan leaves it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = devices.configure_devices("gpu", memory_fraction=0.5, allow_growth=False)
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" not in os.environ
+    assert plan.allow_growth is False
