@@ -429,7 +429,7 @@ def test_batch_8_and_batch_64_give_byte_identical_outputs(straddling_corpus, exp
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 1 MiB tmpfs; skipped where mounting is not permitted (ENOSPC on a write is then covered by
-    tests/test_outputs.py with /dev/full and tests/test_pipeline.py with an injected OSError 28)."""
+    tests/test_outputs.py with /dev/full and tests/corpus/test_run.py with an injected OSError 28)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:

@@ -3,7 +3,7 @@ hashes, no output escapes --out, downloads are https-only and hash-checked.
 
 What other files already prove is not repeated: tests/test_converter.py (a pickled PCA npz is
 refused), tests/test_export.py (tampered variables, an added file), tests/test_outputs.py and
-tests/test_pipeline.py (safe_output_path and a symlinked directory inside out_dir),
+tests/corpus/test_run.py (safe_output_path and a symlinked directory inside out_dir),
 tests/test_download.py (non-https URLs, redirects to http, hash mismatches).
 """
 from __future__ import annotations

@@ -265,6 +265,8 @@ def _record(record: dict, *, manifest: Manifest, summary: RunSummary, progress: 
             path: Path | None) -> None:
     """One input's outcome: in the manifest (durable), then in the summary and the progress line."""
     manifest.append(record)
+    if "moved_from" in record:
+        return  # its rows moved to a rewritten shard: not a file this run embedded
     summary.count(record, path=path)
     if record["status"] == "failed":
         logger.warning("failed: %s", one_line(record.get("error")))

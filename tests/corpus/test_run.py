@@ -1,5 +1,6 @@
-"""embed_corpus: input expansion, mirrored outputs, npz/TFRecord/Parquet contents, manifest, resume
-after interrupts and failures, settings changes, streamed vs whole-file identity, path escapes.
+"""corpus.run.embed_corpus: mirrored outputs, npz/TFRecord/Parquet contents, manifest, resume
+after interrupts and failures, settings changes, streamed vs whole-file identity, path escapes,
+bugs that stop the run, the lock. (Input expansion: tests/test_inputs.py.)
 
 One Embedder (synthetic export, CPU, batch 16) is shared by the module; clips are a few seconds.
 """
@@ -11,9 +12,11 @@ import pytest
 import soundfile as sf
 
 from vggish_tf2 import audio, outputs, pipeline
-from vggish_tf2.corpus import decode
+from vggish_tf2.corpus import decode, run
+from vggish_tf2.corpus.run import RunInterrupted, embed_corpus
+from vggish_tf2.corpus.run_config import RUN_CONFIG_NAME
 from vggish_tf2.errors import InternalError, InvalidArgumentError, OutputError, OutputInUseError
-from vggish_tf2.pipeline import RunInterrupted, embed_corpus, expand_inputs
+from vggish_tf2.options import RunOptions
 
 
 @pytest.fixture(scope="module")
@@ -50,47 +53,6 @@ def manifest_lines(out_dir):
 
 def listing(directory):
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-
-
-# --- Inputs (no model needed) ---------------------------------------------------------------------
-def test_expand_directory_walks_audio_only_and_mirrors(corpus):
-    items = expand_inputs([corpus])
-    assert [i.relative for i in items] == ["a.wav", "sub/b.wav", "sub/deeper/c.flac", "sub/short.wav"]
-    assert all(i.path.is_absolute() for i in items)
-
-
-def test_expand_globs_lists_files_dedupes_and_common_root(corpus, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (corpus / "sub" / "UPPER.WAV").write_bytes(b"x")
-    items = expand_inputs(["corpus/sub/**/*.wav", "corpus/a.wav", "corpus/a.wav"])
-    # The glob's tree starts at corpus/sub; with corpus/a.wav the common root is corpus. Globs
-    # match case as the shell does; directory walks take any case of an audio extension.
-    assert [i.relative for i in items] == ["sub/b.wav", "sub/short.wav", "a.wav"]
-    assert [i.relative for i in expand_inputs(["corpus/sub/*.wav"])] == ["b.wav", "short.wav"]
-    assert "sub/UPPER.WAV" in [i.relative for i in expand_inputs(["corpus"])]
-
-    listed = tmp_path / "list.txt"
-    listed.write_text(f"# a comment\n\ncorpus/sub/deeper/c.flac\n{corpus / 'a.wav'}\ncorpus/missing.wav\n")
-    items = expand_inputs([], list_files=[listed])
-    assert [i.relative for i in items] == ["sub/deeper/c.flac", "a.wav", "missing.wav"]  # missing: fails in the run
-
-
-def test_expand_two_directories_and_excludes_out_dir(corpus, tmp_path):
-    other = tmp_path / "other"
-    write_noise(other / "x.wav", 0.1)
-    out_dir = corpus / "out"
-    write_noise(out_dir / "leftover.wav", 0.1)
-    relatives = [i.relative for i in expand_inputs([corpus, other], exclude=out_dir)]
-    assert relatives[0] == "corpus/a.wav" and relatives[-1] == "other/x.wav"
-    assert not any(r.startswith("corpus/out/") for r in relatives)
-
-
-def test_expand_nothing_found_is_a_usage_error(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InvalidArgumentError, match="no audio files found in .*empty"):
-        expand_inputs([tmp_path / "empty", str(tmp_path / "*.nothing")])
-    with pytest.raises(InvalidArgumentError, match="cannot read the list file"):
-        expand_inputs([], list_files=[tmp_path / "absent.txt"])
 
 
 def test_tfrecord_without_postprocess_refused_before_any_work(corpus, tmp_path):
@@ -143,7 +105,7 @@ def test_npz_run_outputs_manifest_and_summary(corpus, tmp_path, embedder):
 
 
 def summary_hash(out_dir):
-    return json.loads((out_dir / pipeline.RUN_CONFIG_NAME).read_text())["model_hash"]
+    return json.loads((out_dir / RUN_CONFIG_NAME).read_text())["model_hash"]
 
 
 def test_no_postprocess_npz_has_no_postprocessed(corpus, tmp_path, embedder):
@@ -223,7 +185,7 @@ def test_pad_policy_embeds_short_clip_and_ends_with_the_audio(corpus, tmp_path, 
 
     table = pq.read_table(out_dir / "short.wav.parquet")
     assert table.column("end_seconds").to_pylist() == [pytest.approx(0.5)]
-    config = json.loads((out_dir / pipeline.RUN_CONFIG_NAME).read_text())
+    config = json.loads((out_dir / RUN_CONFIG_NAME).read_text())
     assert (config["short_clips"], config["hop_samples"], config["format"]) == ("pad", 7680, "parquet")
 
 
@@ -341,7 +303,7 @@ def test_settings_change_refused_unless_overwrite(corpus, tmp_path, embedder, mo
     monkeypatch.setattr(outputs, "write_npz", writer)
     summary = embed_corpus([corpus], out_dir=out_dir, embedder=embedder, postprocess=False, overwrite=True)
     assert summary.ok == 3 and summary.already_done == 0 and len(writer.calls) == 3  # everything redone
-    assert json.loads((out_dir / pipeline.RUN_CONFIG_NAME).read_text())["postprocess"] is False
+    assert json.loads((out_dir / RUN_CONFIG_NAME).read_text())["postprocess"] is False
     assert "postprocessed" not in outputs.read_npz(out_dir / "a.wav.npz")
 
 
@@ -433,7 +395,7 @@ def test_a_bug_in_writing_stops_the_run_naming_the_file(tmp_path, embedder, monk
 
     monkeypatch.setattr(outputs, "write_npz", buggy)
     out_dir = tmp_path / "out"
-    with pytest.raises(pipeline.RunStopped, match=r"f1\.wav: AttributeError: 'NoneType' .*a bug in vggish-tf2") as caught:
+    with pytest.raises(run.RunStopped, match=r"f1\.wav: AttributeError: 'NoneType' .*a bug in vggish-tf2") as caught:
         embed_corpus([corpus], out_dir=out_dir, embedder=embedder)
     assert isinstance(caught.value, InternalError) and isinstance(caught.value.__cause__, AttributeError)
     summary = caught.value.summary
@@ -473,7 +435,7 @@ def test_an_embedder_raising_a_bug_stops_the_run_naming_the_file(tmp_path, embed
             results.close()
 
     monkeypatch.setattr(embedder, "embed_files", embed_files)
-    with pytest.raises(pipeline.RunStopped, match=r"f1\.wav: TypeError: bad operand\. This is a bug") as caught:
+    with pytest.raises(run.RunStopped, match=r"f1\.wav: TypeError: bad operand\. This is a bug") as caught:
         embed_corpus([corpus], out_dir=tmp_path / "out", embedder=embedder)
     assert (caught.value.summary.ok, caught.value.summary.not_done) == (1, 2)
     assert [r["status"] for r in manifest_lines(tmp_path / "out")] == ["ok"]
@@ -545,3 +507,32 @@ def test_a_short_clip_has_the_same_word_in_the_api_and_the_manifest(corpus, tmp_
     (record,) = manifest_lines(tmp_path / "out")
     assert result.status == record["status"] == "skipped"
     assert result.skipped and result.ok  # ok: not failed; skipped: no example
+
+
+def test_the_old_pipeline_module_still_exports_the_run():
+    """README's `from vggish_tf2.pipeline import embed_corpus` keeps working (a re-export)."""
+    assert pipeline.embed_corpus is embed_corpus and pipeline.RunStopped is run.RunStopped
+    assert pipeline.RUN_CONFIG_NAME == RUN_CONFIG_NAME and pipeline.expand_inputs is not None
+
+
+def test_options_object_or_its_fields_not_both(corpus, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="either options= or its fields as keywords.*postprocess"):
+        embed_corpus([corpus], out_dir=tmp_path / "out", options=RunOptions(), postprocess=False)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: batch"):
+        embed_corpus([corpus], out_dir=tmp_path / "out", batch=4)
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_object_gives_the_same_bytes_as_keywords(corpus, tmp_path, embedder):
+    by_keywords = tmp_path / "keywords"
+    by_options = tmp_path / "options"
+    embed_corpus([corpus], out_dir=by_keywords, embedder=embedder, output_format="parquet", postprocess=False)
+    embed_corpus([corpus], out_dir=by_options, embedder=embedder,
+                 options=RunOptions(output_format="parquet", postprocess=False))
+    for name in ("a.wav.parquet", "sub/b.wav.parquet", "run_config.json"):
+        assert (by_keywords / name).read_bytes() == (by_options / name).read_bytes()
+
+
+def test_ray_engine_refuses_a_ready_embedder(corpus, tmp_path, embedder):
+    with pytest.raises(InvalidArgumentError, match="embedder= runs on the local engine"):
+        embed_corpus([corpus], out_dir=tmp_path / "out", embedder=embedder, engine="ray")
