@@ -1,0 +1,284 @@
+"""The Ray Data engine (vggish_tf2.corpus.ray_engine) on a local Ray instance, CPU only.
+
+One Ray instance (2 CPUs) serves the module, so its start-up is paid once. The corpus mixes
+rates, channels and lengths: a file longer than one decoding block (256 windows: its rows span
+blocks, batches and actor calls), a clip too short for one example, and a file that is not audio.
+The reference is the local engine's Embedder on the same synthetic export with the same fixed
+batch size and compile mode: the Ray engine's results must equal it bit for bit.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("ray.data")
+
+from vggish_tf2 import params  # noqa: E402
+from vggish_tf2.corpus import ray_engine  # noqa: E402
+from vggish_tf2.corpus.ray_engine import Placement, RayEngine, Regrouper, plan_placement  # noqa: E402
+from vggish_tf2.errors import DeviceError, InternalError, InvalidAudioError  # noqa: E402
+from vggish_tf2.options import RunOptions  # noqa: E402
+
+BATCH = 24  # two 12-row slices: a long file spans many actor calls
+
+
+def write_noise(path: Path, seconds: float, *, rate: int = 16000, channels: int = 1, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sf.write(path, (0.1 * rng.standard_normal((int(round(seconds * rate)), channels))).astype(np.float32), rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Mixed rates and channels; long.wav has 262 examples (> one 256-window block); short.wav
+    (0.5 s) has none; bad.wav is text."""
+    root = tmp_path_factory.mktemp("ray_corpus") / "corpus"
+    write_noise(root / "a.wav", 3.5, seed=1)
+    write_noise(root / "sub" / "b.flac", 7.2, rate=44100, channels=2, seed=2)
+    write_noise(root / "sub" / "c.wav", 2.0, rate=48000, channels=2, seed=3)
+    write_noise(root / "long.wav", 252.0, seed=4)
+    write_noise(root / "short.wav", 0.5, rate=22050, seed=5)
+    (root / "bad.wav").write_text("not audio at all")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    if ray.is_initialized():  # another module's instance: use it as it is
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tasks(corpus):
+    from vggish_tf2.corpus.plan import Task
+    from vggish_tf2.inputs import expand_inputs
+
+    return [Task(item=item, output=None, output_relative=None, signature=None) for item in expand_inputs([corpus])]
+
+
+@pytest.fixture(scope="module")
+def local_results(exported_model, tasks):
+    """{relative: (FileResult, postprocessed)} from the local engine's Embedder, the reference."""
+    from vggish_tf2.embedder import Embedder
+
+    embedder = Embedder(exported_model, device="cpu", batch_size=BATCH, jit_compile=False, workers=2)
+    out = {}
+    for task, result in zip(tasks, embedder.embed_files([t.item.path for t in tasks])):
+        post = embedder.postprocess(result.embedding) if result.status == "ok" else None
+        out[task.item.relative] = (result, post)
+    return out
+
+
+def assert_same_as_local(embedded: list, local_results: dict) -> None:
+    relatives = [e.task.item.relative for e in embedded]
+    assert sorted(relatives) == sorted(local_results), "each task exactly once"
+    for e in embedded:
+        expected, post = local_results[e.task.item.relative]
+        assert e.result.status == expected.status, e.task.item.relative
+        assert e.result.path == expected.path
+        if expected.status == "failed":
+            assert type(e.result.error) is type(expected.error)
+            assert str(e.result.error) == str(expected.error)
+            assert e.postprocessed is None
+            continue
+        assert e.result.embedding.dtype == np.float32
+        assert np.array_equal(e.result.embedding, expected.embedding), e.task.item.relative
+        assert np.array_equal(e.result.timestamps, expected.timestamps)
+        assert e.result.duration_seconds == expected.duration_seconds
+        if post is None:
+            assert e.postprocessed is None
+        else:
+            assert np.array_equal(e.postprocessed, post), e.task.item.relative
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes descended from ``pid`` (Linux /proc): the local Ray instance's are this test's."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def actor_pids() -> list[int]:
+    pids = []
+    for pid in descendants(os.getpid()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.startswith(b"ray::MapWorker(MapBatches(EmbedderActor))"):
+            pids.append(pid)
+    return pids
+
+
+# --- the whole engine ---------------------------------------------------------------------------------
+def test_results_equal_the_local_engine_bit_for_bit(ray_session, exported_model, tasks, local_results):
+    engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
+    try:
+        assert engine.facts.batch_size == BATCH and engine.facts.jit_compile is False
+        assert engine.facts.has_pca and engine.facts.synthetic_weights
+        assert engine.facts.device == "ray: 1 embedder actor, CPU"
+        embedded = list(engine.results(tasks))
+        assert_same_as_local(embedded, local_results)
+        assert {e.task.item.relative: e.result.status for e in embedded}["short.wav"] == "skipped"
+        assert isinstance({e.task.item.relative: e.result.error for e in embedded}["bad.wav"], InvalidAudioError)
+        assert len({e.task.item.relative: e for e in embedded}["long.wav"].result.embedding) == 262
+    finally:
+        engine.close()
+
+
+def test_decoding_and_the_model_stay_separate_stages(ray_session, exported_model, tasks):
+    """Ray fuses compatible map stages; fused, decoding would run inside the one actor."""
+    engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
+    try:
+        ds = engine.dataset([t.item.path for t in tasks[:1]]).materialize()
+        stats = ds.stats()
+        assert "MapBatches(decode_batch)" in stats and "MapBatches(EmbedderActor)" in stats
+        assert "MapBatches(decode_batch)->MapBatches(EmbedderActor)" not in stats
+    finally:
+        engine.close()
+
+
+def test_a_killed_actor_costs_nothing(ray_session, exported_model, tasks, local_results):
+    """SIGKILL the embedder actor after the first file is out: Ray restarts it and retries its
+    batch; every file still comes out exactly once, with the same numbers."""
+    engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=12, device="cpu"))
+    try:
+        results = engine.results(tasks)
+        embedded = [next(results)]
+        killed = actor_pids()
+        assert len(killed) == 1
+        # The actor runs with its GPUs hidden (a CPU actor must not take a GPU's memory).
+        environ = Path(f"/proc/{killed[0]}/environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=" in environ
+        os.kill(killed[0], signal.SIGKILL)
+        seen = set()
+        for result in results:  # the pool lives as long as the dataset runs: look while it does
+            embedded.append(result)
+            seen.update(actor_pids())
+        assert seen and killed[0] not in seen, "a new actor finished the files"
+        assert_same_as_local(embedded, local_results)
+    finally:
+        engine.close()
+
+
+def test_a_bug_in_decoding_stops_the_run_naming_the_file(ray_session, exported_model, tasks, monkeypatch):
+    """Not a file's fault (here: a TypeError in the task, from a dtype name NumPy does not know):
+    raised on the driver as InternalError naming the file, not recorded as the file's failure."""
+    engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
+    try:
+        monkeypatch.setattr(engine, "decode_settings", ray_engine.DecodeSettings(
+            resampler="kaiser_best", hop_samples=15360, short_clips="drop", sample_dtype="no such dtype"))
+        with pytest.raises(InternalError, match=r"a\.wav: TypeError while decoding"):
+            list(engine.results(tasks[:1]))
+    finally:
+        engine.close()
+
+
+# --- the driver's regrouping (no Ray) ------------------------------------------------------------------
+def _batch(task, examples, *, end_at=None, samples=0, error_type="", error=""):
+    n = len(examples)
+    end = np.zeros(n, bool)
+    total = np.zeros(n, np.int64)
+    if end_at is not None:
+        end[end_at] = True
+        total[end_at] = samples
+    errors = np.full(n, "", dtype=object)
+    types = np.full(n, "", dtype=object)
+    if error_type:
+        errors[-1], types[-1] = error, error_type
+    embedding = np.stack([np.full(params.EMBEDDING_SIZE, 1000 * task + max(e, 0), np.float32) for e in examples])
+    return {"task": np.full(n, task, np.int64), "example": np.asarray(examples, np.int64), "end": end,
+            "samples": total, "error": errors, "error_type": types, "embedding": embedding}
+
+
+def _concat(*batches):
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
+def test_regrouper_reorders_files_spanning_batches_and_drops_repeats():
+    regrouper = Regrouper(3)
+    # file 0: examples 0..4 arriving out of order over three batches, one batch repeated (a retry)
+    assert regrouper.add(_batch(0, [3, 4], end_at=1, samples=80000)) == []
+    first = _concat(_batch(0, [0, 1]), _batch(1, [-1], end_at=0, samples=4000))  # file 1: too short
+    done = regrouper.add(first)
+    assert [(t, len(e), s, err) for t, e, s, err in done] == [(1, 0, 4000, None)]
+    assert regrouper.add(_batch(0, [0, 1])) == []  # the retried batch's copy
+    done = regrouper.add(_batch(0, [2]))
+    assert len(done) == 1
+    task, embedding, samples, error = done[0]
+    assert (task, samples, error) == (0, 80000, None)
+    assert embedding[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert regrouper.add(_batch(0, [4], end_at=0, samples=80000)) == []  # a late repeat of a done file
+    assert regrouper.outstanding == 1
+
+
+def test_regrouper_fails_a_file_on_its_error_and_ignores_its_rows():
+    regrouper = Regrouper(1)
+    assert regrouper.add(_batch(0, [0, 1])) == []  # rows decoded before the error
+    done = regrouper.add(_batch(0, [-1], end_at=0, error_type="AudioDecodeError", error="x.wav: truncated"))
+    [(task, embedding, _, error)] = done
+    assert task == 0 and embedding is None
+    assert type(error).__name__ == "AudioDecodeError" and str(error) == "x.wav: truncated"
+    assert regrouper.add(_batch(0, [2])) == []
+    assert regrouper.outstanding == 0
+
+
+def test_regrouper_wraps_a_foreign_error_type_as_invalid_audio():
+    [(_, _, _, error)] = Regrouper(1).add(_batch(0, [-1], end_at=0, error_type="RuntimeError", error="boom"))
+    assert type(error) is InvalidAudioError and str(error) == "boom"
+
+
+def test_regrouper_refuses_rows_it_cannot_place():
+    with pytest.raises(InternalError, match="task 5"):
+        Regrouper(2).add(_batch(5, [0], end_at=0, samples=16000))
+    regrouper = Regrouper(1)
+    regrouper.add(_batch(0, [0, 7]))
+    with pytest.raises(InternalError, match="expected"):
+        regrouper.add(_batch(0, [1], end_at=0, samples=32000))  # 2 expected, examples 0 and 7 came
+
+
+# --- placement (no Ray) ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("fields, gpus, expected", [
+    ({}, 0, Placement(actors=1, gpus_per_actor=0.0, memory_fraction=None)),
+    ({"ray_actors": 2}, 0, Placement(actors=2, gpus_per_actor=0.0, memory_fraction=None)),
+    ({}, 4, Placement(actors=4, gpus_per_actor=1.0, memory_fraction=None)),
+    ({"ray_actors": 2}, 4, Placement(actors=2, gpus_per_actor=1.0, memory_fraction=None)),
+    # two actors per GPU: half a GPU each, and half the default memory share (0.8) each
+    ({"ray_actors": 4}, 2, Placement(actors=4, gpus_per_actor=0.5, memory_fraction=0.4)),
+    ({"ray_actors": 4, "memory_fraction": 0.3}, 2, Placement(actors=4, gpus_per_actor=0.5, memory_fraction=0.3)),
+    ({"device": "cpu"}, 4, Placement(actors=1, gpus_per_actor=0.0, memory_fraction=None)),
+])
+def test_placement(fields, gpus, expected):
+    assert plan_placement(RunOptions(engine="ray", **fields), gpus) == expected
+
+
+def test_placement_gpu_asked_on_a_cluster_without_one():
+    with pytest.raises(DeviceError, match="device='gpu'.*no GPU"):
+        plan_placement(RunOptions(engine="ray", device="gpu"), 0)
