@@ -91,8 +91,30 @@ def test_embed_help_lists_every_flag(capsys):
     assert code == 0
     for flag in ("--out", "--from-list", "--format", "--postprocess", "--no-postprocess", "--model", "--device",
                  "--memory-fraction", "--batch-size", "--resampler", "--frontend-precision", "--short-clips",
-                 "--hop-seconds", "--overwrite", "--quiet", "--workers"):
+                 "--hop-seconds", "--overwrite", "--quiet", "--workers", "--jit-compile", "--no-verify-model",
+                 "--layout", "--shard-rows", "--pool", "--engine", "--ray-address", "--ray-actors"):
         assert flag in out
+    # A step is whole 12-row slices (runner.rows_per_device), not "a multiple of 48" as the help once said.
+    assert "multiple of 48" not in out and "slices of 12 rows" in " ".join(out.split())
+
+
+def test_every_option_field_has_its_flag_and_back(capsys):
+    """Each RunOptions field is set by its own flag: parsing the flags gives the options asked."""
+    from vggish_tf2.cli import build_parser, options_from_args
+    from vggish_tf2.options import RunOptions
+
+    args = build_parser().parse_args(
+        ["embed", "x.wav", "--out", "o", "--model", "m", "--device", "cpu", "--memory-fraction", "0.5",
+         "--batch-size", "24", "--no-jit-compile", "--resampler", "soxr_hq", "--frontend-precision", "float32",
+         "--short-clips", "pad", "--hop-seconds", "0.5", "--workers", "2", "--no-verify-model", "--format", "parquet",
+         "--layout", "shards", "--shard-rows", "7", "--pool", "mean", "--no-postprocess", "--overwrite",
+         "--engine", "ray", "--ray-address", "auto", "--ray-actors", "3"])
+    assert options_from_args(args) == RunOptions(
+        model="m", device="cpu", memory_fraction=0.5, batch_size=24, jit_compile=False, resampler="soxr_hq",
+        frontend_precision="float32", short_clips="pad", hop_seconds=0.5, workers=2, verify_model_hashes=False,
+        output_format="parquet", layout="shards", shard_rows=7, pool="mean", postprocess=False, overwrite=True,
+        engine="ray", ray_address="auto", ray_actors=3)
+    assert options_from_args(build_parser().parse_args(["embed", "x.wav", "--out", "o"])) == RunOptions()
 
 
 @pytest.mark.parametrize(
@@ -110,6 +132,11 @@ def test_embed_help_lists_every_flag(capsys):
         (["embed", "x.wav", "--out", "o", "--hop-seconds", "0.015"], "error: --hop-seconds 0.015 must be a multiple of 0.01"),
         (["embed", "x.wav", "--out", "o", "--memory-fraction", "1.5"], "argument --memory-fraction: '1.5' must be in (0, 1]"),
         (["embed", "--from-list", "absent.txt", "--out", "o"], "error: absent.txt: cannot read the list file"),
+        (["embed", "x.wav", "--out", "o", "--layout", "shards"],
+         "error: --layout 'shards' writes parquet or tfrecord shards, not npz"),
+        (["embed", "x.wav", "--out", "o", "--format", "tfrecord", "--pool", "mean"], "error: --pool 'mean' gives one vector"),
+        (["embed", "x.wav", "--out", "o", "--ray-actors", "2"], "error: --ray-actors 2 needs --engine 'ray'"),
+        (["embed", "x.wav", "--out", "o", "--shard-rows", "0"], "argument --shard-rows: '0' must be >= 1"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )

@@ -354,7 +354,8 @@ def test_package_exports_and_import_does_not_load_tensorflow():
     import vggish_tf2
 
     for name in ("Embedder", "FileResult", "load_vggish_model", "embed_wav_file", "detect_available_devices",
-                 "select_device", "log_device_info", "DeviceType", "DeviceInfo", "VGGishError", "InvalidArgumentError"):
+                 "select_device", "log_device_info", "DeviceType", "DeviceInfo", "VGGishError", "InvalidArgumentError",
+                 "RunOptions", "embed_corpus"):
         assert name in vggish_tf2.__all__
     assert vggish_tf2.Embedder is Embedder and vggish_tf2.load_vggish_model is legacy.load_vggish_model
 

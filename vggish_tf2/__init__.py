@@ -32,6 +32,8 @@ _LAZY = {
     "FileResult": "vggish_tf2.embedder",
     "embed_wav_file": "vggish_tf2.legacy",
     "load_vggish_model": "vggish_tf2.legacy",
+    "RunOptions": "vggish_tf2.options",
+    "embed_corpus": "vggish_tf2.corpus.run",
 }
 
 
@@ -71,9 +73,11 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "OutputError",
+    "RunOptions",
     "VGGishError",
     "__version__",
     "detect_available_devices",
+    "embed_corpus",
     "embed_wav_file",
     "load_vggish_model",
     "log_device_info",
