@@ -15,7 +15,7 @@ import warnings
 import pytest
 
 from vggish_tf2 import devices
-from vggish_tf2.devices import choice, configuration, inventory, report
+from vggish_tf2.devices import choice, compute, configuration, inventory, report
 
 from .fakes import HOST_RAM_BYTES, cuda_host, metal_host
 
@@ -54,7 +54,7 @@ def test_importing_the_package_does_not_import_tensorflow():
     assert result.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("module", [choice, configuration, report], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [choice, configuration, compute, report], ids=lambda m: m.__name__)
 def test_only_inventory_reads_tf_devices_and_the_host(module):
     tree = ast.parse(inspect.getsource(module))
     called = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}

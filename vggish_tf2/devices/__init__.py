@@ -5,30 +5,29 @@
 * ``choice``: a preference -> the devices to run on ("auto" = Metal > CUDA GPU > CPU; with
   several CUDA GPUs "auto" skips busy ones); ``devices=`` entries.
 * ``configuration``: ``configure_devices`` (visible devices, memory growth, logical memory limits,
-  TF_FORCE_GPU_ALLOW_GROWTH) -> a ``DevicePlan``; then ``resolve_compute_options``,
-  ``suggest_batch_size``, ``is_gpu_oom``.
+  TF_FORCE_GPU_ALLOW_GROWTH) -> a ``DevicePlan``.
+* ``compute``: what the model step runs with on a plan: ``resolve_compute_options`` (front end
+  precision and place, XLA), ``suggest_batch_size``, ``is_gpu_oom``.
 * ``report``: ``devices_report`` (``vggish-tf2 devices``, ``python -m vggish_tf2.devices``) and
   ``log_device_info``.
 
 Importing this package does not import TensorFlow.
 """
 from vggish_tf2.devices.choice import BUSY_GPU_FREE_SHARE, select_device
-from vggish_tf2.devices.configuration import (
+from vggish_tf2.devices.compute import (
     ACTIVATION_BYTES_PER_EXAMPLE,
     ACTIVATION_MEMORY_SHARE,
     CPU_BATCH_SIZE,
-    FORCE_GROWTH_ENV,
     MAX_BATCH_SIZE,
     MIN_BATCH_SIZE,
     UNKNOWN_MEMORY_BATCH_SIZE,
     WEIGHTS_BYTES,
     ComputeOptions,
-    DevicePlan,
-    configure_devices,
     is_gpu_oom,
     resolve_compute_options,
     suggest_batch_size,
 )
+from vggish_tf2.devices.configuration import FORCE_GROWTH_ENV, DevicePlan, configure_devices
 from vggish_tf2.devices.inventory import (
     CPU_DEVICE_NAME,
     GIB,
