@@ -58,9 +58,10 @@ def results(out_dir: Path, output_format: str, layout: str) -> Iterator[Embedded
             output = output_relative = None
         task = Task(item=InputFile(Path("/corpus") / relative, relative), output=output,
                     output_relative=output_relative, signature=(320_044, 1_700_000_000_000_000_000 + i))
-        result = FileResult(path=task.item.path, embedding=embedding.copy(), timestamps=timestamps.copy(),
+        # Distinct values per file (shifted copies), so compression does not see one file 10,000 times.
+        result = FileResult(path=task.item.path, embedding=embedding + np.float32(i), timestamps=timestamps.copy(),
                             duration_seconds=9.6)
-        yield Embedded(task=task, result=result, postprocessed=postprocessed.copy())
+        yield Embedded(task=task, result=result, postprocessed=postprocessed + np.uint8(i % 256))
 
 
 def write_all(out_dir: Path, output_format: str, layout: str) -> int:
