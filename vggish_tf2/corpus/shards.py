@@ -12,9 +12,10 @@ folder as one table. TFRecord: one ``SequenceExample`` per file in AudioSet's la
 shard, as in AudioSet's released shards.
 
 A file's rows are never split. A shard closes when it holds ``shard_rows`` examples (a file with
-more gets a shard of its own) or when its first file is :data:`SHARD_SECONDS` old, is written
-atomically, and only then are its files' records returned: the caller appends them to the
-manifest, so shard and records are one commit, and a kill loses at most a minute of work. A
+more gets a shard of its own) or, at the next file handed over, once its first file is
+:data:`SHARD_SECONDS` old; it is written atomically, and only then are its files' records
+returned: the caller appends them to the manifest, so shard and records are one commit, and a
+kill loses about a minute of work at most. A
 record names its shard (``output``) and its rows there (``rows``: [first, end), Parquet rows or
 TFRecord records).
 
