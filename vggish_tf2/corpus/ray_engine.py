@@ -415,7 +415,7 @@ class RayEngine:
                                  env=env)
         # Blocks of about one actor call's windows: an actor task then computes one batch and hands
         # it on, so files stream to the driver as they finish, and a killed actor loses one batch.
-        window_bytes = params.EXAMPLE_WINDOW_SAMPLES * np.dtype(self.decode_settings.sample_dtype).itemsize
+        window_bytes = params.EXAMPLE_WINDOW_SAMPLES * (8 if self.decode_settings.sample_dtype == "float64" else 4)
         ds.context.target_max_block_size = max(MIN_BLOCK_BYTES, self.actor_settings.batch_size * window_bytes)
         # The run shows its own progress (vggish_tf2.progress); Ray's would interleave with it.
         ds.context.enable_progress_bars = False
@@ -435,11 +435,15 @@ class RayEngine:
             for batch in batches:
                 for index, embedding, samples, error in regrouper.add(batch):
                     yield self._embedded(tasks[index], embedding, samples, error)
+        except VGGishError:
+            raise
         except Exception as e:  # noqa: BLE001 - Ray wraps what a task raised: raise our own error as itself
             own = _own_error(e)
-            if own is None or own is e:
-                raise
-            raise own from e
+            if own is not None:
+                raise own from e
+            # Not about any one file (an actor that cannot start, a lost node, ...): say so, so that
+            # the run does not pin it on the file it wrote last.
+            raise InternalError(f"the Ray engine stopped: {type(e).__name__}: {one_line(e)}") from e
         finally:
             close = getattr(batches, "close", None)
             if close is not None:

@@ -1,15 +1,21 @@
 """The Ray Data engine (vggish_tf2.corpus.ray_engine) on a local Ray instance, CPU only.
 
 One Ray instance (2 CPUs) serves the module, so its start-up is paid once. The corpus mixes
-rates, channels and lengths: a file longer than one decoding block (256 windows: its rows span
-blocks, batches and actor calls), a clip too short for one example, and a file that is not audio.
-The reference is the local engine's Embedder on the same synthetic export with the same fixed
-batch size and compile mode: the Ray engine's results must equal it bit for bit.
+rates, channels and lengths (a 40-s file spans several Ray blocks, batches and actor calls), a
+clip too short for one example, and a file that is not audio. The reference is the local engine
+on the same synthetic export with the same fixed batch size and compile mode: the Ray engine's
+results, and the files a run writes with it, must equal the local engine's bit for bit.
+A file longer than one decoding block (256 windows) is checked on the decoding stage alone.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,13 +43,13 @@ def write_noise(path: Path, seconds: float, *, rate: int = 16000, channels: int 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """Mixed rates and channels; long.wav has 262 examples (> one 256-window block); short.wav
-    (0.5 s) has none; bad.wav is text."""
+    """Mixed rates and channels, 53 examples; mid.wav has 41 (several batches); short.wav (0.5 s)
+    has none; bad.wav is text."""
     root = tmp_path_factory.mktemp("ray_corpus") / "corpus"
     write_noise(root / "a.wav", 3.5, seed=1)
     write_noise(root / "sub" / "b.flac", 7.2, rate=44100, channels=2, seed=2)
     write_noise(root / "sub" / "c.wav", 2.0, rate=48000, channels=2, seed=3)
-    write_noise(root / "long.wav", 252.0, seed=4)
+    write_noise(root / "mid.wav", 40.0, rate=22050, seed=4)
     write_noise(root / "short.wav", 0.5, rate=22050, seed=5)
     (root / "bad.wav").write_text("not audio at all")
     return root
@@ -148,19 +154,22 @@ def test_results_equal_the_local_engine_bit_for_bit(ray_session, exported_model,
         assert_same_as_local(embedded, local_results)
         assert {e.task.item.relative: e.result.status for e in embedded}["short.wav"] == "skipped"
         assert isinstance({e.task.item.relative: e.result.error for e in embedded}["bad.wav"], InvalidAudioError)
-        assert len({e.task.item.relative: e for e in embedded}["long.wav"].result.embedding) == 262
+        assert len({e.task.item.relative: e for e in embedded}["mid.wav"].result.embedding) == 41
     finally:
         engine.close()
 
 
 def test_decoding_and_the_model_stay_separate_stages(ray_session, exported_model, tasks):
-    """Ray fuses compatible map stages; fused, decoding would run inside the one actor."""
+    """Ray fuses compatible map stages (it would, were the actors' resources the decoding tasks');
+    fused, decoding would run inside the one actor. The optimized plan keeps two operators."""
     engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
     try:
-        ds = engine.dataset([t.item.path for t in tasks[:1]]).materialize()
-        stats = ds.stats()
-        assert "MapBatches(decode_batch)" in stats and "MapBatches(EmbedderActor)" in stats
-        assert "MapBatches(decode_batch)->MapBatches(EmbedderActor)" not in stats
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            engine.dataset([t.item.path for t in tasks]).explain()
+        physical = shown.getvalue().split("Physical Plan (Optimized)")[1]
+        assert "ActorPoolMapOperator[MapBatches(EmbedderActor)]" in physical
+        assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in physical
     finally:
         engine.close()
 
@@ -282,3 +291,129 @@ def test_placement(fields, gpus, expected):
 def test_placement_gpu_asked_on_a_cluster_without_one():
     with pytest.raises(DeviceError, match="device='gpu'.*no GPU"):
         plan_placement(RunOptions(engine="ray", device="gpu"), 0)
+
+
+# --- the decoding stage alone (no Ray, no model) ---------------------------------------------------------
+def test_file_rows_of_a_file_longer_than_one_block_are_its_windows_in_order(tmp_path):
+    """262 windows come from file_blocks in two blocks (256 + 6): the rows number them 0..261,
+    hold exactly file_blocks' windows, and only the last row ends the file (with its samples)."""
+    from vggish_tf2.corpus.decode import BLOCK_WINDOWS, file_blocks
+
+    path = write_noise(tmp_path / "long.wav", 252.0, seed=4)
+    settings = ray_engine.DecodeSettings(resampler="kaiser_best", hop_samples=params.EXAMPLE_HOP_SAMPLES,
+                                         short_clips="drop", sample_dtype="float64")
+    batches = list(ray_engine.file_rows(7, path, settings))
+    rows = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    assert len(batches) == 2 and len(batches[0]["example"]) == BLOCK_WINDOWS
+    assert rows["example"].tolist() == list(range(262))
+    assert set(rows["task"].tolist()) == {7}
+    blocks = list(file_blocks(path, resampler="kaiser_best", hop_samples=params.EXAMPLE_HOP_SAMPLES,
+                              short_clips="drop", dtype=np.float64))
+    assert np.array_equal(rows["window"], np.concatenate([b for b, _ in blocks]))
+    assert rows["window"].dtype == np.float64
+    assert rows["end"].tolist() == [False] * 261 + [True]
+    assert rows["samples"][-1] == blocks[-1][1] == 252 * 16000
+    assert set(rows["error"].tolist()) == {""}
+
+
+def test_file_rows_of_a_file_without_windows_is_one_marker(tmp_path):
+    settings = ray_engine.DecodeSettings(resampler="soxr_hq", hop_samples=params.EXAMPLE_HOP_SAMPLES,
+                                         short_clips="drop", sample_dtype="float32")
+    short = write_noise(tmp_path / "short.wav", 0.5, seed=1)
+    [row] = list(ray_engine.file_rows(0, short, settings))
+    assert row["example"].tolist() == [-1] and row["end"].tolist() == [True] and row["samples"].tolist() == [8000]
+    assert row["window"].shape == (1, params.EXAMPLE_WINDOW_SAMPLES) and row["window"].dtype == np.float32
+    bad = tmp_path / "bad.wav"
+    bad.write_text("text")
+    [row] = list(ray_engine.file_rows(1, bad, settings))
+    assert row["example"].tolist() == [-1] and row["error_type"][0] == "AudioDecodeError"
+    assert str(row["error"][0]).startswith(f"{bad}: ")
+
+
+# --- whole runs: the same files as the local engine --------------------------------------------------------
+RUN_FIELDS = {"batch_size": 12, "jit_compile": False, "device": "cpu"}
+
+
+def run_outputs(out_dir: Path) -> dict[str, bytes]:
+    """Every file a run left, by relative path, except the manifest (its lines come in the order
+    files finish: compared as records)."""
+    return {p.relative_to(out_dir).as_posix(): p.read_bytes() for p in sorted(out_dir.rglob("*"))
+            if p.is_file() and p.name != "manifest.jsonl"}
+
+
+def manifest_records(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory, corpus, exported_model):
+    """{format: out_dir} of local-engine runs, made on first use."""
+    from vggish_tf2.corpus import embed_corpus
+
+    made: dict[str, Path] = {}
+
+    def run(output_format: str) -> Path:
+        if output_format not in made:
+            out_dir = tmp_path_factory.mktemp(f"local_{output_format}") / "out"
+            embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format=output_format, **RUN_FIELDS)
+            made[output_format] = out_dir
+        return made[output_format]
+
+    return run
+
+
+@pytest.mark.parametrize("output_format", ["npz", "parquet", "tfrecord"])
+def test_a_ray_run_writes_the_local_engines_files_byte_for_byte(ray_session, corpus, exported_model, local_runs,
+                                                                 tmp_path, output_format):
+    from vggish_tf2.corpus import embed_corpus
+
+    out_dir = tmp_path / "out"
+    summary = embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format=output_format,
+                           engine="ray", **RUN_FIELDS)
+    assert (summary.ok, summary.skipped, summary.failed) == (4, 1, 1)
+    assert summary.examples == 53
+    expected = local_runs(output_format)
+    assert run_outputs(out_dir) == run_outputs(expected)
+    key = lambda record: record["input"]  # noqa: E731
+    assert sorted(manifest_records(out_dir), key=key) == sorted(manifest_records(expected), key=key)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process it started (the local Ray instance of a driver)."""
+    for child in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_killed_driver_resumes_from_the_manifest(corpus, exported_model, local_runs, tmp_path):
+    """`vggish-tf2 embed --engine ray` SIGKILLed once its first file is in the manifest, then run
+    again: each file is written once (one ok record), and the outputs are the local engine's."""
+    out_dir = tmp_path / "out"
+    command = [sys.executable, "-m", "vggish_tf2", "embed", str(corpus), "--out", str(out_dir), "--model",
+               str(exported_model), "--engine", "ray", "--batch-size", "12", "--no-jit-compile", "--device", "cpu",
+               "--quiet"]
+    manifest = out_dir / "manifest.jsonl"
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (manifest.exists() and manifest.read_text().count("\n") >= 1):
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no file recorded in 240 s"
+            time.sleep(0.05)
+        ray_processes = descendants(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        _kill_tree(driver.pid)
+        for pid in ray_processes if "ray_processes" in locals() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    before = manifest_records(out_dir)
+    assert 1 <= len(before) < 6, "the kill came before the run's end"
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 1, resumed.stderr[-2000:]  # bad.wav failed (again): exit 1
+    records = manifest_records(out_dir)
+    written = [r["input"] for r in records if r["status"] == "ok"]
+    assert sorted(written) == ["a.wav", "mid.wav", "sub/b.flac", "sub/c.wav"], "each file written exactly once"
+    assert run_outputs(out_dir) == run_outputs(local_runs("npz"))
