@@ -117,3 +117,44 @@ def test_a_pooled_file_must_come_with_one_postprocessed_row(tmp_path):
     per_example = ok(task(tmp_path, "a.wav"), 3)  # post-processed per example: an engine that did not pool
     with pytest.raises(InternalError, match=r"one post-processed row per file, got shape \(3, 128\)"):
         FileWriter(tmp_path, output_format="npz", pool="mean", base_metadata=BASE_METADATA).write(per_example)
+
+
+@pytest.fixture(scope="module")
+def embedder(exported_model):
+    from vggish_tf2.embedder import Embedder
+
+    return Embedder(exported_model, device="cpu", batch_size=16, workers=2)
+
+
+def test_through_a_run_the_pooled_rows_are_the_mean_and_its_postprocessing(tmp_path, embedder):
+    """The engine post-processes the mean (it has the model); the writer stores it with the count."""
+    import soundfile as sf
+
+    from vggish_tf2.corpus.run import embed_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(5)
+    for name, seconds in (("a.wav", 3.2), ("b.wav", 1.5)):
+        sf.write(corpus / name, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
+    embed_corpus([corpus], out_dir=tmp_path / "rows", embedder=embedder)
+    embed_corpus([corpus], out_dir=tmp_path / "mean", embedder=embedder, pool="mean")
+    for name, examples in (("a.wav", 3), ("b.wav", 1)):
+        rows = outputs.read_npz(tmp_path / "rows" / f"{name}.npz")
+        mean = outputs.read_npz(tmp_path / "mean" / f"{name}.npz")
+        assert len(rows["embedding"]) == examples == mean["examples"]
+        expected = rows["embedding"].astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
+        np.testing.assert_array_equal(mean["embedding"], expected)
+        np.testing.assert_array_equal(mean["postprocessed"], embedder.postprocess(expected))
+    records = Manifest.load(tmp_path / "mean")
+    assert {(r["input"], r["examples"], r["pool"]) for r in records.values()} == {("a.wav", 3, "mean"),
+                                                                                  ("b.wav", 1, "mean")}
+    pytest.importorskip("pyarrow")
+    embed_corpus([corpus], out_dir=tmp_path / "shards", embedder=embedder, pool="mean", output_format="parquet",
+                 layout="shards")
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(tmp_path / "shards" / DATASET_DIR).to_table().sort_by("file")
+    assert table.column("file").to_pylist() == ["a.wav", "b.wav"] and table.column("examples").to_pylist() == [3, 1]
+    vectors = np.asarray(table.column("embedding").combine_chunks().flatten()).reshape(-1, 128)
+    np.testing.assert_array_equal(vectors[0], outputs.read_npz(tmp_path / "mean" / "a.wav.npz")["embedding"][0])
