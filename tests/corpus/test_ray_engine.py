@@ -10,6 +10,7 @@ A file longer than one decoding block (256 windows) is checked on the decoding s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -202,8 +203,8 @@ def test_a_bug_in_decoding_stops_the_run_naming_the_file(ray_session, exported_m
     raised on the driver as InternalError naming the file, not recorded as the file's failure."""
     engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
     try:
-        monkeypatch.setattr(engine, "decode_settings", ray_engine.DecodeSettings(
-            resampler="kaiser_best", hop_samples=15360, short_clips="drop", sample_dtype="no such dtype"))
+        broken = dataclasses.replace(engine.settings.decode, sample_dtype="no such dtype")
+        monkeypatch.setattr(engine, "settings", dataclasses.replace(engine.settings, decode=broken))
         with pytest.raises(InternalError, match=r"a\.wav: TypeError while decoding"):
             list(engine.results(tasks[:1]))
     finally:

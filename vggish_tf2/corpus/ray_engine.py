@@ -180,11 +180,14 @@ class ActorSettings:
     short_clips: str
     resampler: str
     verify_model_hashes: bool
+    postprocess: bool = False  # add "postprocessed" (uint8 [128]) rows; the engine does it on the driver
 
 
 class EmbedderActor:
-    """map_batches callable class: window rows -> the same rows with ``embedding`` (float32 [128])
-    instead of ``window``. Loads the model once, when Ray starts the actor."""
+    """map_batches callable class: rows with a ``window`` (and an ``example`` number, -1 for a row
+    not to compute) -> the same rows, their other columns as they came, with ``embedding``
+    (float32 [128]) instead of ``window``, and ``postprocessed`` (uint8 [128]) when the settings
+    ask for it. Loads the model once, when Ray starts the actor."""
 
     def __init__(self, settings: ActorSettings):
         from vggish_tf2.embedder import Embedder
@@ -197,6 +200,7 @@ class EmbedderActor:
             frontend_precision=settings.frontend_precision, hop_seconds=settings.hop_seconds,
             short_clips=settings.short_clips, resampler=settings.resampler, workers=1,
             verify_model_hashes=settings.verify_model_hashes)
+        self.postprocess = settings.postprocess
         found = (self.embedder.frontend_precision, self.embedder.jit_compile, self.embedder.batch_size)
         expected = (settings.frontend_precision, settings.jit_compile, settings.batch_size)
         if found != expected:
@@ -209,8 +213,11 @@ class EmbedderActor:
         embedding = np.zeros((len(example), params.EMBEDDING_SIZE), np.float32)
         if computed.any():
             embedding[computed] = self.embedder.embed_windows(batch["window"][computed])
-        return {"task": batch["task"], "example": example, "end": batch["end"], "samples": batch["samples"],
-                "error": batch["error"], "error_type": batch["error_type"], "embedding": embedding}
+        out = {name: column for name, column in batch.items() if name != "window"}
+        out["embedding"] = embedding
+        if self.postprocess:
+            out["postprocessed"] = self.embedder.postprocess(embedding)
+        return out
 
 
 # --- the driver: rows -> one result per file ------------------------------------------------------------
@@ -225,7 +232,7 @@ class _Pending:
         self.received = 0
 
 
-def _error_from_row(error_type: str, message: str) -> BaseException:
+def error_from_row(error_type: str, message: str) -> BaseException:
     """The file's error as the decoding task raised it: our own class when it is one, same text."""
     cls = getattr(errors, error_type, None)
     if not (isinstance(cls, type) and issubclass(cls, VGGishError)):
@@ -269,7 +276,7 @@ class Regrouper:
                 if error_type:
                     self._done.add(task)
                     del self._pending[task]
-                    finished.append((task, None, 0, _error_from_row(error_type, str(batch["error"][row]))))
+                    finished.append((task, None, 0, error_from_row(error_type, str(batch["error"][row]))))
                     break
                 pending.expected = int(batch["example"][row]) + 1  # -1 (no window) -> 0 examples
                 pending.samples = int(batch["samples"][row])
@@ -345,6 +352,65 @@ def _batch_rows(batch_size: int) -> int:
     return max(1, batch_size // params.STEP_EXAMPLES) * params.STEP_EXAMPLES
 
 
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+    """Both stages' settings for ``options`` on the cluster Ray is connected to."""
+
+    placement: Placement
+    actor: ActorSettings
+    decode: DecodeSettings
+
+
+def stage_settings(options: "RunOptions", *, model_path: Path, cluster_gpus: float,
+                   postprocess_in_actors: bool = False) -> StageSettings:
+    """What the stages run with: options' values or the library's defaults, and for
+    ``batch_size="auto"`` CPU_BATCH_SIZE or GPU_BATCH_SIZE (see there)."""
+    placement = plan_placement(options, cluster_gpus)
+    batch_size = options.batch_size if isinstance(options.batch_size, int) else (
+        GPU_BATCH_SIZE if placement.gpus_per_actor else CPU_BATCH_SIZE)
+    hop_seconds = options.hop_seconds if options.hop_seconds is not None else params.EXAMPLE_HOP_SECONDS
+    precision = options.frontend_precision or "float64"  # as the Embedder resolves it (off Metal)
+    actor = ActorSettings(
+        model_path=str(model_path), device=options.device, memory_fraction=placement.memory_fraction,
+        batch_size=_batch_rows(batch_size),
+        # None: no XLA. A resumed run's recorded mode reaches the engine as a bool in options.
+        jit_compile=bool(options.jit_compile), frontend_precision=precision, hop_seconds=hop_seconds,
+        short_clips=options.short_clips or "drop", resampler=options.resampler or audio.DEFAULT_RESAMPLER,
+        verify_model_hashes=options.verify_model_hashes, postprocess=postprocess_in_actors)
+    decode = DecodeSettings(resampler=actor.resampler, hop_samples=params.example_hop_samples(hop_seconds),
+                            short_clips=actor.short_clips,
+                            sample_dtype="float64" if precision == "float64" else "float32")
+    return StageSettings(placement=placement, actor=actor, decode=decode)
+
+
+def model_directory(options: "RunOptions") -> Path:
+    """The export directory options name (checked to exist, without TensorFlow)."""
+    from vggish_tf2.embedder import Embedder
+
+    model_path = Embedder._check_model_location(options.model)
+    if model_path is None:
+        raise InvalidArgumentError(f"model={options.model!r}: the Ray engine needs a converted model directory, "
+                                   "not a TF Hub handle")
+    return model_path
+
+
+def connect(address: str | None) -> bool:
+    """Join ``address``, or start a local Ray instance, unless Ray is connected already; True when
+    this call connected (so the caller shuts it down again)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def block_bytes(settings: StageSettings) -> int:
+    """Ray blocks of about one actor call's windows: an actor task then computes one batch and
+    hands it on, so rows stream on as they are done, and a killed actor loses one batch."""
+    window_bytes = params.EXAMPLE_WINDOW_SAMPLES * (8 if settings.decode.sample_dtype == "float64" else 4)
+    return max(MIN_BLOCK_BYTES, settings.actor.batch_size * window_bytes)
+
+
 class RayEngine:
     """The Engine protocol (vggish_tf2.corpus.engine) on Ray Data; see the module doc.
 
@@ -354,51 +420,31 @@ class RayEngine:
     """
 
     def __init__(self, options: "RunOptions"):
-        from vggish_tf2.embedder import Embedder
         from vggish_tf2.model import load_export
 
         ray = _import_ray()
         self.options = options
-        model_path = Embedder._check_model_location(options.model)  # before Ray and TF: fails at once
-        if model_path is None:
-            raise InvalidArgumentError(f"model={options.model!r}: engine='ray' needs a converted model directory, "
-                                       "not a TF Hub handle")
-        # Outputs are post-processed on the driver, as the local engine does it, so their bytes
-        # are the same; loading also checks the export before any actor is started. The driver's
-        # TensorFlow stays on the CPU: the GPUs are the actors'.
+        model_path = model_directory(options)  # before Ray and TF: a wrong path fails at once
+        # Outputs are post-processed on the driver, as the local engine does it (whole files, or
+        # their mean), so their bytes are the same; loading also checks the export before any
+        # actor starts. The driver's TensorFlow stays on the CPU: the GPUs are the actors'.
         _hide_gpus_from_tensorflow()
         self._export = load_export(model_path, verify_hashes=options.verify_model_hashes)
         if self._export.synthetic_weights:
             logger.warning("%s: SYNTHETIC WEIGHTS: these are not VGGish embeddings", model_path)
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            ray.init(address=options.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+        self._owns_ray = connect(options.ray_address)
         try:
-            self.placement = plan_placement(options, float(ray.cluster_resources().get("GPU", 0)))
+            self.settings = stage_settings(options, model_path=model_path,
+                                           cluster_gpus=float(ray.cluster_resources().get("GPU", 0)))
         except BaseException:
             self.close()
             raise
-        batch_size = options.batch_size if isinstance(options.batch_size, int) else (
-            GPU_BATCH_SIZE if self.placement.gpus_per_actor else CPU_BATCH_SIZE)
-        hop_seconds = options.hop_seconds if options.hop_seconds is not None else params.EXAMPLE_HOP_SECONDS
-        precision = options.frontend_precision or "float64"  # as the Embedder resolves it (off Metal)
-        self.actor_settings = ActorSettings(
-            model_path=str(model_path), device=options.device, memory_fraction=self.placement.memory_fraction,
-            batch_size=_batch_rows(batch_size),
-            # None: no XLA. A resumed run's recorded mode reaches the engine as a bool in options.
-            jit_compile=bool(options.jit_compile), frontend_precision=precision, hop_seconds=hop_seconds,
-            short_clips=options.short_clips or "drop", resampler=options.resampler or audio.DEFAULT_RESAMPLER,
-            verify_model_hashes=options.verify_model_hashes)
-        self.decode_settings = DecodeSettings(
-            resampler=self.actor_settings.resampler, hop_samples=params.example_hop_samples(hop_seconds),
-            short_clips=self.actor_settings.short_clips,
-            sample_dtype="float64" if precision == "float64" else "float32")
+        actor, decode = self.settings.actor, self.settings.decode
         self.facts = ModelFacts(
             model_path=str(model_path), has_pca=bool(self._export.metadata.get("has_pca")),
-            synthetic_weights=self._export.synthetic_weights, frontend_precision=precision,
-            jit_compile=self.actor_settings.jit_compile, resampler=self.actor_settings.resampler,
-            hop_samples=self.decode_settings.hop_samples, short_clips=self.actor_settings.short_clips,
-            device=self.placement.describe(), batch_size=self.actor_settings.batch_size,
+            synthetic_weights=self._export.synthetic_weights, frontend_precision=actor.frontend_precision,
+            jit_compile=actor.jit_compile, resampler=actor.resampler, hop_samples=decode.hop_samples,
+            short_clips=actor.short_clips, device=self.settings.placement.describe(), batch_size=actor.batch_size,
             files_verified=options.verify_model_hashes)
 
     # The dataset ---------------------------------------------------------------------------------------
@@ -411,12 +457,9 @@ class RayEngine:
         blocks = max(1, -(-len(items) // FILES_PER_DECODE_TASK))
         env = forwarded_env(local=self.options.ray_address is None)
         ds = ray.data.from_items(items, override_num_blocks=blocks)
-        ds = embed_windows_stage(decode_stage(ds, self.decode_settings, env=env), self.actor_settings, self.placement,
-                                 env=env)
-        # Blocks of about one actor call's windows: an actor task then computes one batch and hands
-        # it on, so files stream to the driver as they finish, and a killed actor loses one batch.
-        window_bytes = params.EXAMPLE_WINDOW_SAMPLES * (8 if self.decode_settings.sample_dtype == "float64" else 4)
-        ds.context.target_max_block_size = max(MIN_BLOCK_BYTES, self.actor_settings.batch_size * window_bytes)
+        ds = embed_windows_stage(decode_stage(ds, self.settings.decode, env=env), self.settings.actor,
+                                 self.settings.placement, env=env)
+        ds.context.target_max_block_size = block_bytes(self.settings)
         # The run shows its own progress (vggish_tf2.progress); Ray's would interleave with it.
         ds.context.enable_progress_bars = False
         ds.context.print_on_execution_start = False
