@@ -1,11 +1,12 @@
 """Outputs for many small files: the write stage alone (no model, no manifest), issue 9.
 
-10,000 files of 10 examples each (fake embeddings and post-processed rows, made as an engine hands
-them over: their making is in every case's time) written three ways: per-file npz, per-file Parquet, and the sharded Parquet dataset
-(default shard size, 100,000 examples). For each: wall time of the writing (one round: the files
-are created once), files created, and the writer's peak memory in a second pass (tracing slows the first): the Python
-heap (tracemalloc) plus Arrow's buffers (a proxy memory pool; tracemalloc does not see them).
-Figures go to extra_info; nothing is asserted about them.
+10,000 files of 10 examples each (fake embeddings and post-processed rows, made as an engine
+hands them over: their making is in every case's time) written as per-file npz, per-file Parquet,
+and the sharded Parquet dataset (the default shard size, 100,000 examples, and 10,000). For each:
+wall time of the writing (one round: the files are created once), files created, and the
+writer's peak memory in a second pass (tracing slows the first): the Python heap (tracemalloc)
+plus Arrow's buffers (a proxy memory pool; tracemalloc does not see them). Figures go to
+extra_info; nothing is asserted about them.
 
     .venv/bin/python -m pytest benchmarks/test_outputs_scale.py --benchmark-columns=min,rounds
 """
@@ -35,10 +36,11 @@ FILES = 200 if SETTINGS.quick else 10_000
 EXAMPLES_PER_FILE = 10
 METADATA = {"model": {"path": "/models/vggish", "hash": "sha256-files:" + "ab" * 32}, "synthetic_weights": True,
             "has_postprocessed": True, "resampler": "kaiser_best", "hop_seconds": 0.96}
-CASES = {  # name: (format, layout)
-    "npz files": ("npz", "files"),
-    "parquet files": ("parquet", "files"),
-    "parquet shards": ("parquet", "shards"),
+CASES = {  # name: (format, layout, shard_rows)
+    "npz files": ("npz", "files", None),
+    "parquet files": ("parquet", "files", None),
+    "parquet shards": ("parquet", "shards", 100_000),  # the default: one shard for these 100,000 examples
+    "parquet shards of 10000": ("parquet", "shards", 10_000),  # the open shard's memory scales with it
 }
 
 
@@ -64,8 +66,8 @@ def results(out_dir: Path, output_format: str, layout: str) -> Iterator[Embedded
         yield Embedded(task=task, result=result, postprocessed=postprocessed + np.uint8(i % 256))
 
 
-def write_all(out_dir: Path, output_format: str, layout: str) -> int:
-    options = RunOptions(output_format=output_format, layout=layout)
+def write_all(out_dir: Path, output_format: str, layout: str, shard_rows: int | None) -> int:
+    options = RunOptions(output_format=output_format, layout=layout, shard_rows=shard_rows or 100_000)
     writer = open_writer(out_dir, options=options, facts=None, base_metadata=METADATA, previous={})
     records = 0
     for embedded in results(out_dir, output_format, layout):
@@ -80,13 +82,13 @@ def files_under(directory: Path) -> int:
 @pytest.mark.benchmark(group="outputs-scale")
 @pytest.mark.parametrize("case", list(CASES))
 def test_write_many_small_files(benchmark, tmp_path, case):
-    output_format, layout = CASES[case]
+    output_format, layout, shard_rows = CASES[case]
     out_dir = tmp_path / "out"
 
     def setup():
         shutil.rmtree(out_dir, ignore_errors=True)
         out_dir.mkdir()
-        return (out_dir, output_format, layout), {}
+        return (out_dir, output_format, layout, shard_rows), {}
 
     records = benchmark.pedantic(write_all, setup=setup, rounds=1, iterations=1)
     assert records == FILES
@@ -100,7 +102,7 @@ def test_write_many_small_files(benchmark, tmp_path, case):
     tracemalloc.start()
     try:
         started = time.perf_counter()
-        write_all(out_dir, output_format, layout)
+        write_all(out_dir, output_format, layout, shard_rows)
         traced_seconds = time.perf_counter() - started
         _, python_peak = tracemalloc.get_traced_memory()
     finally:
