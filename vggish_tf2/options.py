@@ -20,16 +20,15 @@ from typing import Any, Union
 
 from vggish_tf2 import config, params
 from vggish_tf2.audio import RESAMPLERS
+from vggish_tf2.corpus.pooling import POOLS
+from vggish_tf2.corpus.write import LAYOUTS, SHARD_FORMATS
 from vggish_tf2.errors import InvalidArgumentError
 from vggish_tf2.frontend import FRONTEND_PRECISIONS as PRECISIONS
 from vggish_tf2.outputs import OUTPUT_FORMATS as FORMATS
 from vggish_tf2.windows import SHORT_CLIP_POLICIES as SHORT_CLIPS
 
 DEVICES = config.DEVICE_PREFERENCES
-LAYOUTS = ("files", "shards")  # files: one output per input; shards: a dataset of part files (parquet, tfrecord)
-POOLS = ("none", "mean")  # mean: one vector per file (npz, parquet)
 ENGINES = ("local", "ray")  # local: decoding threads + this process's device; ray: Ray Data (vggish-tf2[ray])
-SHARD_FORMATS = ("parquet", "tfrecord")
 
 PathLike = Union[str, os.PathLike]
 

@@ -499,6 +499,38 @@ def test_interrupted_summary_counts_what_was_not_done(tmp_path, embedder, monkey
     assert "5 total: 2 ok, 0 failed, 0 skipped (too short), 0 already done, 3 not done" in summary.format()
 
 
+def test_ctrl_c_while_the_engine_works_commits_the_open_shard(tmp_path, embedder, monkeypatch):
+    """A sharded run interrupted between files (the engine was working) commits the files its
+    open shard holds, so the resumed run does not embed them again (the shard would otherwise
+    have waited for shard_rows examples or a minute)."""
+    from vggish_tf2.corpus.local import LocalEngine
+
+    corpus = tmp_path / "corpus"
+    for i in range(5):
+        write_noise(corpus / f"f{i}.wav", 1.0, seed=i)
+    real_results = LocalEngine.results
+
+    def interrupted_after_three(self, tasks):
+        for count, embedded in enumerate(real_results(self, tasks)):
+            if count == 3:
+                raise KeyboardInterrupt
+            yield embedded
+
+    monkeypatch.setattr(LocalEngine, "results", interrupted_after_three)
+    out_dir = tmp_path / "out"
+    with pytest.raises(RunInterrupted) as caught:
+        embed_corpus([corpus], out_dir=out_dir, embedder=embedder, output_format="parquet", layout="shards")
+    assert caught.value.summary.ok == 3
+    records = manifest_lines(out_dir)
+    assert sorted(r["input"] for r in records) == ["f0.wav", "f1.wav", "f2.wav"]
+    (shard,) = {r["output"] for r in records}
+    assert (out_dir / shard).is_file() and listing(out_dir / "embeddings") == [shard.split("/")[-1]]
+
+    monkeypatch.setattr(LocalEngine, "results", real_results)
+    summary = embed_corpus([corpus], out_dir=out_dir, embedder=embedder, output_format="parquet", layout="shards")
+    assert (summary.ok, summary.already_done) == (2, 3)
+
+
 def test_a_short_clip_has_the_same_word_in_the_api_and_the_manifest(corpus, tmp_path, embedder):
     """A clip too short for one example: the API's FileResult and the CLI's manifest agree
     (issue 8: it was `ok` from the API and `skipped` from the CLI). Needs FileResult.status."""

@@ -227,18 +227,29 @@ def _run(items: list[InputFile], *, out_dir: Path, engine: Engine, options: RunO
         writer = open_writer(out_dir, options=options, facts=facts, base_metadata=base_metadata, previous=previous)
         processing_started = time.perf_counter()
         current: Task | None = None
+        writing = False  # inside writer.write: a shard may be half committed
         try:
             results = engine.results(plan.tasks)
             with contextlib.closing(results) if hasattr(results, "close") else contextlib.nullcontext():
                 for embedded in results:
                     current = embedded.task
-                    for record in writer.write(embedded):
+                    writing = True
+                    records = writer.write(embedded)
+                    writing = False
+                    for record in records:
                         _record(record, manifest=manifest, summary=summary, progress=progress,
                                 path=paths.get(record["input"]))
                 current = None
+            for record in writer.finish():
+                _record(record, manifest=manifest, summary=summary, progress=progress, path=paths.get(record["input"]))
+        except KeyboardInterrupt:
+            # Ctrl-C while the engine worked: the writer is whole, so the files it holds (an open
+            # shard: up to a minute of work) are committed rather than redone by the next run.
+            if not writing:
                 for record in writer.finish():
                     _record(record, manifest=manifest, summary=summary, progress=progress,
                             path=paths.get(record["input"]))
+            raise
         except Exception as e:  # noqa: BLE001 - a bug stops the run, naming the file; what is done stays
             if isinstance(e, TaskError):
                 current, e = e.task, e.error
