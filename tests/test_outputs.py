@@ -266,3 +266,20 @@ def test_safe_output_path_symlinks(tmp_path):
     assert outputs.safe_output_path(tmp_path / "out_link", "a/b.wav", ".npz") == outside.resolve() / "a" / "b.wav.npz"
     with pytest.raises(InvalidArgumentError, match="suffix"):
         outputs.safe_output_path(out, "a.wav", "npz")
+
+
+# --- Names that moved out of this module ------------------------------------------------------------------------
+def test_moved_names_still_import_from_outputs():
+    """Manifest, OutputLock and the atomic writes moved (corpus.manifest, corpus.lock, atomic); code
+    written against vggish_tf2.outputs keeps working."""
+    from vggish_tf2 import atomic
+    from vggish_tf2.corpus import lock, manifest
+    from vggish_tf2.outputs import LOCK_NAME, MANIFEST_NAME, Manifest, OutputLock, atomic_output  # noqa: F401
+
+    assert (outputs.Manifest, outputs.MANIFEST_NAME, outputs.STATUSES) == (
+        manifest.Manifest, manifest.MANIFEST_NAME, manifest.STATUSES)
+    assert (outputs.OutputLock, outputs.LOCK_NAME) == (lock.OutputLock, lock.LOCK_NAME)
+    assert (outputs.atomic_output, outputs.remove_stale_temporaries, outputs.is_io_error) == (
+        atomic.atomic_output, atomic.remove_stale_temporaries, atomic.is_io_error)
+    with pytest.raises(AttributeError, match="has no attribute 'Manifesto'"):
+        outputs.Manifesto
