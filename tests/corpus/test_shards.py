@@ -319,3 +319,19 @@ def test_tfrecord_shards_are_rewritten_too(tmp_path):
                 {"audio_embedding": tf.io.FixedLenSequenceFeature([], tf.string)})
             ids.append(context["video_id"].numpy().decode())
     assert sorted(ids) == sorted(name for name, _ in CORPUS)  # each file once
+
+
+def test_records_naming_anything_but_a_part_file_are_ignored_and_a_broken_shard_is_named(tmp_path):
+    run(tmp_path, embedded_corpus(tmp_path, CORPUS[:2]))
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.parquet"
+    outside.write_bytes((tmp_path / Manifest.load(tmp_path)["a.wav"]["output"]).read_bytes())
+    edited = {"x.wav": {"input": "x.wav", "status": "ok", "layout": "shards", "output": f"../{outside.name}",
+                        "rows": [0, 1]}}
+    assert shards.shard_records(edited) == {}
+    shard_writer(tmp_path, previous={**Manifest.load(tmp_path), **edited})
+    assert outside.exists()  # neither read nor rewritten nor deleted
+    outside.unlink()
+    (shard,) = parts(tmp_path)
+    (tmp_path / DATASET_DIR / shard).write_bytes(b"PAR1 not really")
+    with pytest.raises(outputs.OutputError, match=rf"{shard}: not a readable Parquet shard .*delete it and rerun"):
+        shard_writer(tmp_path, previous=Manifest.load(tmp_path))

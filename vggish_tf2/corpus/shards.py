@@ -66,9 +66,18 @@ def shard_records(previous: dict[str, dict]) -> dict[str, list[dict]]:
     by_shard: dict[str, list[dict]] = {}
     for record in previous.values():
         output = record.get("output")
-        if record.get("status") == "ok" and record.get("layout") == "shards" and isinstance(output, str):
+        if record.get("status") == "ok" and record.get("layout") == "shards" and _is_part(output):
             by_shard.setdefault(output, []).append(record)
     return by_shard
+
+
+def _is_part(output) -> bool:
+    """``embeddings/part-...``: a record naming anything else (an edited manifest) is never
+    read, rewritten or deleted."""
+    if not isinstance(output, str):
+        return False
+    folder, _, name = output.partition("/")
+    return folder == DATASET_DIR and PART_PATTERN.match(name) is not None and "/" not in name
 
 
 def remove_orphans(out_dir: Path, previous: dict[str, dict]) -> list[Path]:
@@ -275,11 +284,22 @@ class ShardWriter:
 
 def _shard_rows(path: Path) -> int:
     """Rows in a part file: Parquet rows (from its footer), TFRecord records."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow
+            import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
-    return len(_tfrecord_offsets(path))
+            try:
+                return pq.ParquetFile(path).metadata.num_rows
+            except pyarrow.ArrowException as e:
+                raise OutputError(f"{path}: not a readable Parquet shard ({one_line(e)}); delete it and rerun to "
+                                  "embed its files again") from e
+        return len(_tfrecord_offsets(path))
+    except (OSError, struct.error) as e:
+        if isinstance(e, OutputError):
+            raise
+        raise OutputError(f"{path}: cannot read this shard ({error_reason(e)}); delete it and rerun to embed its "
+                          "files again") from e
 
 
 def _tfrecord_offsets(path: Path) -> list[tuple[int, int]]:
