@@ -24,7 +24,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from vggish_tf2 import params
-from vggish_tf2.atomic import atomic_output, error_reason, is_io_error, remove_stale_temporaries  # noqa: F401 (re-exported)
+# is_io_error and remove_stale_temporaries: re-exported (they lived here).
+from vggish_tf2.atomic import atomic_output, error_reason, is_io_error, remove_stale_temporaries  # noqa: F401
 from vggish_tf2.errors import InvalidArgumentError, OutputError
 
 PathLike = Union[str, os.PathLike]

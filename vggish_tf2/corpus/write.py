@@ -75,7 +75,9 @@ def manifest_record(task: "Task", status: str, *, output_format: str, **fields) 
 
 
 def skip_reason(duration_seconds: float) -> str:
-    return (f"{duration_seconds:.3f} s is shorter than one example ({params.EXAMPLE_WINDOW_SAMPLES / params.SAMPLE_RATE} s)"
+    """The manifest's reason for a clip too short for one example."""
+    example_seconds = params.EXAMPLE_WINDOW_SAMPLES / params.SAMPLE_RATE
+    return (f"{duration_seconds:.3f} s is shorter than one example ({example_seconds} s)"
             f" and short clips are dropped (--short-clips pad or repeat embeds it)")
 
 
