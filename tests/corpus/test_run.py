@@ -409,17 +409,6 @@ def test_a_bug_in_writing_stops_the_run_naming_the_file(tmp_path, embedder, monk
     assert (summary.ok, summary.already_done) == (3, 1)
 
 
-def test_outputs_atomic_write_lets_bugs_through_unchanged(tmp_path):
-    """atomic_output turns OS errors into OutputError naming the file, and nothing else."""
-    with pytest.raises(MemoryError):
-        with outputs.atomic_output(tmp_path / "a.npz"):
-            raise MemoryError
-    with pytest.raises(OutputError, match=r"a\.npz: cannot write \(No space left on device\)"):
-        with outputs.atomic_output(tmp_path / "a.npz"):
-            raise OSError(28, "No space left on device")
-    assert listing(tmp_path) == []
-
-
 def test_an_embedder_raising_a_bug_stops_the_run_naming_the_file(tmp_path, embedder, monkeypatch):
     corpus = tmp_path / "corpus"
     for i in range(3):
@@ -474,17 +463,6 @@ def test_a_second_run_into_a_locked_out_dir_stops_at_once_naming_the_first(corpu
     summary = embed_corpus([corpus], out_dir=out_dir, embedder=embedder)
     assert summary.ok == 3
     assert outputs.LOCK_NAME not in listing(out_dir)  # removed when the run ends
-
-
-def test_lock_in_one_process_refuses_a_second_open_and_is_released(tmp_path):
-    first = outputs.OutputLock(tmp_path).acquire()
-    with pytest.raises(OutputInUseError, match=rf"pid {os.getpid()} on host"):
-        outputs.OutputLock(tmp_path).acquire()
-    first.release()
-    assert not (tmp_path / outputs.LOCK_NAME).exists()
-    with outputs.OutputLock(tmp_path):
-        assert (tmp_path / outputs.LOCK_NAME).exists()
-    assert not (tmp_path / outputs.LOCK_NAME).exists()
 
 
 def test_interrupted_summary_counts_what_was_not_done(tmp_path, embedder, monkeypatch):
