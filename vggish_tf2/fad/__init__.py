@@ -11,9 +11,10 @@
 Modules, one role each: ``stats`` (streaming float64 statistics), ``distance`` (Fréchet distance,
 KAD), ``formats`` (ours, fadtk's npz, Google's TFRecord), ``resampling`` (bootstrap interval,
 FAD-inf, per-file contributions), ``corpus`` (a side: audio, embed outputs or a statistics file;
-the ``google`` preset), ``report`` (the JSON report), ``plot`` (matplotlib), ``cli``
-(``vggish-tf2 fad`` and ``vggish-tf2 stats``). No TensorFlow is imported until audio is embedded
-or a Google statistics file is read.
+the ``google`` preset), ``embed_output`` (an embed output folder read back: every layout embed
+writes), ``report`` (the JSON report), ``plot`` (matplotlib), ``cli`` (``vggish-tf2 fad`` and
+``vggish-tf2 stats``). No TensorFlow is imported until audio is embedded, a Google statistics file
+or a TFRecord embed output is read.
 """
 # Resolved on first use (PEP 562), so that registering the CLI subcommands (vggish_tf2.fad.cli)
 # costs nothing to `vggish-tf2 --help`.

@@ -78,7 +78,8 @@ def add_subcommands(subparsers) -> None:
     fad = subparsers.add_parser(
         "fad", help="Fréchet Audio Distance between two corpora (with interval, FAD-inf, KAD)",
         description="Fréchet Audio Distance between BASELINE and EVAL. Each is a folder of audio, an audio "
-                    "list file, an output folder of 'vggish-tf2 embed' (npz), or a statistics file (ours, "
+                    "list file, an output folder of 'vggish-tf2 embed' (npz or parquet, per file or sharded; "
+                    "tfrecord with --embedding pca; not --pool mean), or a statistics file (ours, "
                     "fadtk's npz, Google's TFRecord). Prints the distance and writes a JSON report.",
     )
     fad.add_argument("baseline", metavar="BASELINE")

@@ -4,8 +4,13 @@ A side is given as any of:
 
 - audio: a directory (walked recursively), an audio file, a glob, several paths, or a list file
   (one path a line, ``#`` comments, as ``vggish-tf2 embed --from-list``); embedded here;
-- an output directory of ``vggish-tf2 embed --format npz`` (it holds ``run_config.json`` and
-  ``manifest.jsonl``): the embeddings are read back, the run's settings come from its config;
+- an output directory of ``vggish-tf2 embed`` (it holds ``run_config.json`` and
+  ``manifest.jsonl``): the embeddings are read back, the run's settings come from its config.
+  Per-file npz and Parquet and the sharded Parquet dataset (``--layout shards``; only the rows
+  the manifest's ok records name, each file's once, streamed shard by shard) are read; TFRecord
+  outputs (AudioSet's PCA + uint8 rows only) are read for ``embedding="pca"`` and refused for
+  "raw"; ``--pool mean`` outputs (one mean vector per file) are refused. See
+  :mod:`vggish_tf2.fad.embed_output`;
 - a statistics file (ours, fadtk's npz, Google's TFRecord; see :mod:`vggish_tf2.fad.formats`).
 
 How audio is embedded is decided by one frozen :class:`FadSettings`; ``preset="google"`` gives
@@ -29,7 +34,6 @@ the audio itself and embeds the windows with ``Embedder.embed_windows``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -40,6 +44,8 @@ import numpy as np
 from vggish_tf2 import audio, outputs, params
 from vggish_tf2.errors import InvalidArgumentError, InvalidAudioError, VGGishError, one_line
 from vggish_tf2.fad import formats
+from vggish_tf2.fad.embed_output import Item as _Item
+from vggish_tf2.fad.embed_output import RUN_CONFIG_NAME, read_embed_output
 from vggish_tf2.fad.resampling import FileSet
 from vggish_tf2.fad.stats import GaussianStats, StatsAccumulator, block_moments
 
@@ -49,7 +55,6 @@ PathLike = Union[str, os.PathLike]
 
 PRESETS = ("default", "google")
 EMBEDDINGS = ("raw", "pca")
-RUN_CONFIG_NAME = "run_config.json"
 GOOGLE_SLICE_SAMPLES = 16000  # Google's 1-s slice (vggish_params.SAMPLE_RATE samples)
 GOOGLE_STEP_SAMPLES = 8000  # create_embeddings_main --model_step_size default: 0.5 s
 GOOGLE_MIN_PEAK = 0.1  # 10 ** (-20 / 20): at most +20 dB of loudness normalization
@@ -129,13 +134,6 @@ class Side:
         }
 
 
-@dataclasses.dataclass(frozen=True)
-class _Item:
-    name: str
-    embedding: np.ndarray | None  # None: failed or skipped
-    error: str | None = None
-
-
 # --- what a side is -------------------------------------------------------------------------------
 def classify(spec: Sequence[PathLike] | PathLike) -> str:
     """"audio", "embeddings", "stats" or "list" for a side given as a path (or several: audio)."""
@@ -188,7 +186,7 @@ def load_side(
                     synthetic_weights=meta.get("synthetic_weights"))
     if kind == "embeddings":
         directory = Path(spec if isinstance(spec, (str, os.PathLike)) else list(spec)[0])
-        items, side_settings, synthetic = _embeddings_dir(directory, settings)
+        items, side_settings, synthetic = read_embed_output(directory, settings.embedding)
     else:
         paths = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
         list_files = [p for p in paths if classify(p) == "list"]
@@ -260,74 +258,6 @@ def _collect(items: Iterator[_Item], *, source, kind, settings, synthetic, keep_
     if keep_embeddings:
         side.embeddings = np.concatenate(kept)
     return side
-
-
-# --- embed output directories ---------------------------------------------------------------------
-def _embeddings_dir(directory: Path, settings: FadSettings) -> tuple[Iterator[_Item], dict, bool | None]:
-    config_path = directory / RUN_CONFIG_NAME
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidArgumentError(f"{config_path}: unreadable run configuration ({e})") from e
-    if config.get("format") != "npz":
-        raise InvalidArgumentError(f"{directory}: made with --format {config.get('format')}; FAD reads npz outputs only")
-    if settings.embedding == "pca" and not config.get("postprocess", True):
-        raise InvalidArgumentError(f"{directory}: made with --no-postprocess, so it has no PCA embeddings; use --embedding raw")
-    records = outputs.Manifest.load(directory)  # the last record of each input
-    if not records:
-        raise InvalidArgumentError(f"{directory / outputs.MANIFEST_NAME}: no records; is the embed run complete?")
-    side_settings = {
-        "preset": None, "embedding": settings.embedding, "hop_seconds": config.get("hop_seconds"),
-        "short_clips": config.get("short_clips"), "resampler": config.get("resampler"),
-        "frontend_precision": config.get("frontend_precision"), "loudness_normalization": "none",
-        "slicing": "embedder", "model_hash": config.get("model_hash"),
-    }
-    first = next((r for r in records.values() if r.get("status") == "ok"), None)
-    synthetic = None
-    if first is not None:
-        metadata = _read_output(directory, first).get("metadata") or {}
-        synthetic = metadata.get("synthetic_weights")
-        side_settings["model"] = (metadata.get("model") or {}).get("path")
-        side_settings["synthetic_weights"] = synthetic
-    return _embedding_items(directory, records, settings.embedding), side_settings, synthetic
-
-
-def _read_output(directory: Path, record: dict) -> dict:
-    output = record.get("output")
-    if not output:
-        raise InvalidArgumentError(f"{directory / outputs.MANIFEST_NAME}: ok record of {record.get('input')} has no output")
-    path = (directory / output).resolve()
-    if directory.resolve() not in path.parents:
-        raise InvalidArgumentError(f"{directory / outputs.MANIFEST_NAME}: output {output!r} is outside the directory")
-    return outputs.read_npz(path)
-
-
-def _embedding_items(directory: Path, records: dict[str, dict], embedding: str) -> Iterator[_Item]:
-    key = "embedding" if embedding == "raw" else "postprocessed"
-    for name, record in records.items():
-        status = record.get("status")
-        if status == "skipped":
-            yield _Item(name, None)
-            continue
-        if status != "ok":
-            yield _Item(name, None, error=one_line(record.get("error") or f"status {status!r}"))
-            continue
-        try:
-            data = _read_output(directory, record)
-        except VGGishError as e:
-            yield _Item(name, None, error=one_line(e))
-            continue
-        where = directory / record["output"]
-        if key not in data:
-            yield _Item(name, None, error=f"{where}: no {key!r} array (keys {sorted(data)})")
-            continue
-        array = np.asarray(data[key])
-        if array.ndim != 2 or array.shape[1] != params.EMBEDDING_SIZE:
-            yield _Item(name, None, error=f"{where}: {key} has shape {array.shape}; expected [N, {params.EMBEDDING_SIZE}]")
-        elif array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            yield _Item(name, None, error=f"{where}: {key} holds non-finite values (NaN or Inf)")
-        else:
-            yield _Item(name, array.astype(np.float64) if array.dtype == np.uint8 else array)
 
 
 # --- audio ----------------------------------------------------------------------------------------
