@@ -61,8 +61,8 @@ GPU_BATCH_SIZE = 384
 # Host memory an embedder actor reserves (Ray's logical "memory" resource): TensorFlow, the model
 # (~300 MB of weights) and a few batches of windows.
 ACTOR_MEMORY_BYTES = 1536 * 1024 * 1024
-FILES_PER_DECODE_TASK = 4
-MIN_BLOCK_BYTES = 1024 * 1024  # Ray Data's blocks are at least this big (its own floor: 1 MiB)  # input rows per Ray block: one decoding task decodes this many files in turn
+FILES_PER_DECODE_TASK = 4  # input rows per Ray block: one decoding task decodes this many files in turn
+MIN_BLOCK_BYTES = 1024 * 1024  # Ray Data's own floor for a block (target_min_block_size, 1 MiB)
 # Hides every GPU from a process: decoding tasks never need one, and TensorFlow would otherwise take
 # all memory of each GPU it sees (Ray no longer hides GPUs from tasks that asked for none).
 NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": ""}
@@ -73,15 +73,6 @@ NO_ERROR = ""  # the error column of a row whose file has no error (yet)
 FORWARDED_ENV = (config.ENV_DEVICE_PREFERENCE, config.ENV_GPU_MEMORY_FRACTION, config.ENV_GPU_ALLOW_GROWTH,
                  config.ENV_MODEL_DIR, "TF_CPP_MIN_LOG_LEVEL")
 FORWARDED_ENV_LOCAL = ("XDG_CACHE_HOME",)
-
-
-def ray_available() -> bool:
-    """Whether Ray Data can be imported (the ``vggish-tf2[ray]`` extra)."""
-    try:
-        import ray.data  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _import_ray():
@@ -571,5 +562,6 @@ def _hide_gpus_from_tensorflow() -> None:
         pass
 
 
-__all__ = ["ActorSettings", "DecodeSettings", "EmbedderActor", "Placement", "RayEngine", "Regrouper",
-           "decode_batch", "decode_stage", "embed_windows_stage", "file_rows", "plan_placement", "ray_available"]
+__all__ = ["ActorSettings", "DecodeSettings", "EmbedderActor", "Placement", "RayEngine", "Regrouper", "StageSettings",
+           "block_bytes", "connect", "decode_batch", "decode_stage", "embed_windows_stage", "error_from_row",
+           "file_rows", "forwarded_env", "model_directory", "plan_placement", "stage_settings"]
