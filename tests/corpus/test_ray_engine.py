@@ -348,28 +348,33 @@ def manifest_records(out_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def local_runs(tmp_path_factory, corpus, exported_model):
-    """{format: out_dir} of local-engine runs, made on first use."""
+    """{format[+pool]: out_dir} of local-engine runs, made on first use."""
     from vggish_tf2.corpus import embed_corpus
 
     made: dict[str, Path] = {}
 
     def run(output_format: str) -> Path:
         if output_format not in made:
-            out_dir = tmp_path_factory.mktemp(f"local_{output_format}") / "out"
-            embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format=output_format, **RUN_FIELDS)
+            out_dir = tmp_path_factory.mktemp(f"local_{output_format.replace('+', '_')}") / "out"
+            fmt, _, pool = output_format.partition("+")
+            embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format=fmt, pool=pool or "none",
+                         **RUN_FIELDS)
             made[output_format] = out_dir
         return made[output_format]
 
     return run
 
 
-@pytest.mark.parametrize("output_format", ["npz", "parquet", "tfrecord"])
+@pytest.mark.parametrize("output_format", ["npz", "parquet", "tfrecord", "parquet+mean"])
 def test_a_ray_run_writes_the_local_engines_files_byte_for_byte(ray_session, corpus, exported_model, local_runs,
                                                                  tmp_path, output_format):
+    """Per-file outputs; "+mean": one vector per file (pool="mean", its post-processed row made
+    on the driver from the mean, as the local engine makes it)."""
     from vggish_tf2.corpus import embed_corpus
 
     out_dir = tmp_path / "out"
-    summary = embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format=output_format,
+    fmt, _, pool = output_format.partition("+")
+    summary = embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format=fmt, pool=pool or "none",
                            engine="ray", **RUN_FIELDS)
     assert (summary.ok, summary.skipped, summary.failed) == (4, 1, 1)
     assert summary.examples == 53
