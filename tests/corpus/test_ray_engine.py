@@ -423,3 +423,28 @@ def test_a_killed_driver_resumes_from_the_manifest(corpus, exported_model, local
     written = [r["input"] for r in records if r["status"] == "ok"]
     assert sorted(written) == ["a.wav", "mid.wav", "sub/b.flac", "sub/c.wav"], "each file written exactly once"
     assert run_outputs(out_dir) == run_outputs(local_runs("npz"))
+
+
+def test_a_sharded_ray_run_holds_the_local_engines_rows(ray_session, corpus, exported_model, tmp_path):
+    """layout="shards": the driver writes the rows in the order files complete, so the part files
+    differ; the dataset they make holds the same rows as the local engine's (sorted by file and
+    example), each file's once, and every ok record names the shard and rows that hold it."""
+    import pyarrow.dataset
+
+    from vggish_tf2.corpus import embed_corpus
+
+    tables = {}
+    for engine in ("local", "ray"):
+        out_dir = tmp_path / engine
+        embed_corpus([corpus], out_dir=out_dir, model=exported_model, output_format="parquet", layout="shards",
+                     engine=engine, **RUN_FIELDS)
+        table = pyarrow.dataset.dataset(out_dir / "embeddings", format="parquet").to_table()
+        tables[engine] = table.sort_by([("file", "ascending"), ("index", "ascending")])
+        for record in manifest_records(out_dir):
+            if record["status"] == "ok":
+                part = pyarrow.dataset.dataset(out_dir / record["output"], format="parquet").to_table()
+                first, end = record["rows"]
+                assert set(part.column("file").to_pylist()[first:end]) == {record["input"]}
+                assert end - first == record["examples"]
+    assert tables["ray"].num_rows == 53
+    assert tables["ray"].equals(tables["local"])
