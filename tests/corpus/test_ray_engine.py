@@ -211,6 +211,22 @@ def test_a_bug_in_decoding_stops_the_run_naming_the_file(ray_session, exported_m
         engine.close()
 
 
+def test_an_actor_without_the_model_stops_the_run_naming_the_path(ray_session, exported_model, tasks, monkeypatch,
+                                                                  tmp_path):
+    """A node without the model at the driver's path: the actors cannot start; the run stops with
+    the Embedder's own ModelNotFoundError (Ray passes it on only as text), not a hang."""
+    from vggish_tf2.errors import ModelNotFoundError
+
+    engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
+    try:
+        missing = dataclasses.replace(engine.settings.actor, model_path=str(tmp_path / "elsewhere"))
+        monkeypatch.setattr(engine, "settings", dataclasses.replace(engine.settings, actor=missing))
+        with pytest.raises(ModelNotFoundError, match=r"an embedder actor could not start: .*elsewhere: no model here"):
+            list(engine.results(tasks[:1]))
+    finally:
+        engine.close()
+
+
 # --- the driver's regrouping (no Ray) ------------------------------------------------------------------
 def _batch(task, examples, *, end_at=None, samples=0, error_type="", error=""):
     n = len(examples)

@@ -472,7 +472,7 @@ class RayEngine:
         except VGGishError:
             raise
         except Exception as e:  # noqa: BLE001 - Ray wraps what a task raised: raise our own error as itself
-            own = _own_error(e)
+            own = _own_error(e) or _actor_start_error(e)
             if own is not None:
                 raise own from e
             # Not about any one file (an actor that cannot start, a lost node, ...): say so, so that
@@ -551,6 +551,21 @@ def _own_error(error: BaseException) -> BaseException | None:
             return current
         current = getattr(current, "cause", None) or current.__cause__
     return None
+
+
+def _actor_start_error(error: BaseException) -> BaseException | None:
+    """An embedder actor that could not start (e.g. no model at its path on that node): Ray gives
+    the error only as the text of its traceback, whose last line is ``Type: message``. Our own
+    error type comes back as itself, anything else as an InternalError saying so."""
+    if not getattr(error, "actor_init_failed", False):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    name, _, message = last.partition(": ")
+    cls = getattr(errors, name.rsplit(".", 1)[-1], None)
+    if isinstance(cls, type) and issubclass(cls, VGGishError) and message:
+        return cls(f"an embedder actor could not start: {message}")
+    return InternalError(f"an embedder actor could not start: {last}")
 
 
 def _hide_gpus_from_tensorflow() -> None:
