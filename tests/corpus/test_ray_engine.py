@@ -227,6 +227,22 @@ def test_an_actor_without_the_model_stops_the_run_naming_the_path(ray_session, e
         engine.close()
 
 
+def test_an_actor_whose_node_has_another_export_refuses_it(ray_session, exported_model, tasks, monkeypatch):
+    """Each node loads its own copy of the model: one that is not the driver's (another hash list)
+    would compute other numbers; its actors refuse to start, naming both fingerprints."""
+    from vggish_tf2.errors import ModelError
+
+    engine = RayEngine(RunOptions(model=exported_model, engine="ray", batch_size=BATCH, device="cpu"))
+    try:
+        other = dataclasses.replace(engine.settings.actor, model_fingerprint="sha256-files:" + "0" * 64)
+        monkeypatch.setattr(engine, "settings", dataclasses.replace(engine.settings, actor=other))
+        with pytest.raises(ModelError, match=r"this node's export is not the driver's \(sha256-files:[0-9a-f]{64}, "
+                                             r"the driver's sha256-files:0{64}\)"):
+            list(engine.results(tasks[:1]))
+    finally:
+        engine.close()
+
+
 # --- the driver's regrouping (no Ray) ------------------------------------------------------------------
 def _batch(task, examples, *, end_at=None, samples=0, error_type="", error=""):
     n = len(examples)

@@ -172,6 +172,7 @@ class ActorSettings:
     resampler: str
     verify_model_hashes: bool
     postprocess: bool = False  # add "postprocessed" (uint8 [128]) rows; the engine does it on the driver
+    model_fingerprint: str | None = None  # the driver's export (vggish_tf2.hashing.export_fingerprint)
 
 
 class EmbedderActor:
@@ -182,7 +183,16 @@ class EmbedderActor:
 
     def __init__(self, settings: ActorSettings):
         from vggish_tf2.embedder import Embedder
+        from vggish_tf2.hashing import export_fingerprint
 
+        if settings.model_fingerprint is not None and Path(settings.model_path).is_dir():
+            # Each node reads its own copy of the model: it must be the driver's, file for file
+            # (its recorded hash list; the load below checks the files against it). No directory:
+            # the Embedder says so (ModelNotFoundError).
+            here = export_fingerprint(Path(settings.model_path), trust_recorded=settings.verify_model_hashes)
+            if here != settings.model_fingerprint:
+                raise errors.ModelError(f"{settings.model_path}: this node's export is not the driver's "
+                                        f"({here}, the driver's {settings.model_fingerprint})")
         # jit_compile and batch_size are explicit (never "auto"): no actor measures its own mode,
         # so every actor, on every node, computes the numbers the driver recorded.
         self.embedder = Embedder(
@@ -356,6 +366,8 @@ def stage_settings(options: "RunOptions", *, model_path: Path, cluster_gpus: flo
                    postprocess_in_actors: bool = False) -> StageSettings:
     """What the stages run with: options' values or the library's defaults, and for
     ``batch_size="auto"`` CPU_BATCH_SIZE or GPU_BATCH_SIZE (see there)."""
+    from vggish_tf2.hashing import export_fingerprint
+
     placement = plan_placement(options, cluster_gpus)
     batch_size = options.batch_size if isinstance(options.batch_size, int) else (
         GPU_BATCH_SIZE if placement.gpus_per_actor else CPU_BATCH_SIZE)
@@ -367,7 +379,8 @@ def stage_settings(options: "RunOptions", *, model_path: Path, cluster_gpus: flo
         # None: no XLA. A resumed run's recorded mode reaches the engine as a bool in options.
         jit_compile=bool(options.jit_compile), frontend_precision=precision, hop_seconds=hop_seconds,
         short_clips=options.short_clips or "drop", resampler=options.resampler or audio.DEFAULT_RESAMPLER,
-        verify_model_hashes=options.verify_model_hashes, postprocess=postprocess_in_actors)
+        verify_model_hashes=options.verify_model_hashes, postprocess=postprocess_in_actors,
+        model_fingerprint=export_fingerprint(model_path, trust_recorded=options.verify_model_hashes))
     decode = DecodeSettings(resampler=actor.resampler, hop_samples=params.example_hop_samples(hop_seconds),
                             short_clips=actor.short_clips,
                             sample_dtype="float64" if precision == "float64" else "float32")
