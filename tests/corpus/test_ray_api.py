@@ -1,6 +1,6 @@
 """vggish_tf2.corpus.ray_api: a Ray Dataset of paths or of waveforms -> one row per example.
 
-A local Ray instance (2 CPUs) serves the module. The reference is the Embedder (embed_file,
+A local Ray instance (2 CPUs, tests/corpus/conftest.py) serves the module. The reference is the Embedder (embed_file,
 embed, postprocess) on the same synthetic export, batch size and compile mode: equal bit for bit.
 """
 from __future__ import annotations
@@ -24,20 +24,6 @@ FIELDS = {"batch_size": 12, "jit_compile": False, "device": "cpu"}
 def noise(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (0.1 * rng.standard_normal((int(round(seconds * rate)), channels))).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    if ray.is_initialized():
-        yield ray
-        return
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

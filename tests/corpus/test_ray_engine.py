@@ -1,11 +1,12 @@
 """The Ray Data engine (vggish_tf2.corpus.ray_engine) on a local Ray instance, CPU only.
 
-One Ray instance (2 CPUs) serves the module, so its start-up is paid once. The corpus mixes
-rates, channels and lengths (a 40-s file spans several Ray blocks, batches and actor calls), a
-clip too short for one example, and a file that is not audio. The reference is the local engine
+One Ray instance (2 CPUs; tests/corpus/conftest.py) serves the module, so its start-up is paid
+once. The corpus mixes rates, channels and lengths (a 40-s file spans several Ray blocks, batches
+and actor calls), a clip too short for one example, and a file that is not audio. The reference is the local engine
 on the same synthetic export with the same fixed batch size and compile mode: the Ray engine's
 results, and the files a run writes with it, must equal the local engine's bit for bit.
-A file longer than one decoding block (256 windows) is checked on the decoding stage alone.
+The parts that need no cluster are tested alone: test_ray_decode.py (a file longer than one
+decoding block), test_ray_regroup.py, test_ray_stages.py (placement).
 """
 from __future__ import annotations
 
@@ -26,10 +27,8 @@ import soundfile as sf
 
 pytest.importorskip("ray.data")
 
-from vggish_tf2 import params  # noqa: E402
-from vggish_tf2.corpus import ray_engine  # noqa: E402
-from vggish_tf2.corpus.ray_engine import Placement, RayEngine, Regrouper, plan_placement  # noqa: E402
-from vggish_tf2.errors import DeviceError, InternalError, InvalidAudioError  # noqa: E402
+from vggish_tf2.corpus.ray_engine import RayEngine  # noqa: E402
+from vggish_tf2.errors import InternalError, InvalidAudioError  # noqa: E402
 from vggish_tf2.options import RunOptions  # noqa: E402
 
 BATCH = 24  # two 12-row slices: a long file spans many actor calls
@@ -54,20 +53,6 @@ def corpus(tmp_path_factory) -> Path:
     write_noise(root / "short.wav", 0.5, rate=22050, seed=5)
     (root / "bad.wav").write_text("not audio at all")
     return root
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    if ray.is_initialized():  # another module's instance: use it as it is
-        yield ray
-        return
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -241,126 +226,6 @@ def test_an_actor_whose_node_has_another_export_refuses_it(ray_session, exported
             list(engine.results(tasks[:1]))
     finally:
         engine.close()
-
-
-# --- the driver's regrouping (no Ray) ------------------------------------------------------------------
-def _batch(task, examples, *, end_at=None, samples=0, error_type="", error=""):
-    n = len(examples)
-    end = np.zeros(n, bool)
-    total = np.zeros(n, np.int64)
-    if end_at is not None:
-        end[end_at] = True
-        total[end_at] = samples
-    errors = np.full(n, "", dtype=object)
-    types = np.full(n, "", dtype=object)
-    if error_type:
-        errors[-1], types[-1] = error, error_type
-    embedding = np.stack([np.full(params.EMBEDDING_SIZE, 1000 * task + max(e, 0), np.float32) for e in examples])
-    return {"task": np.full(n, task, np.int64), "example": np.asarray(examples, np.int64), "end": end,
-            "samples": total, "error": errors, "error_type": types, "embedding": embedding}
-
-
-def _concat(*batches):
-    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
-
-
-def test_regrouper_reorders_files_spanning_batches_and_drops_repeats():
-    regrouper = Regrouper(3)
-    # file 0: examples 0..4 arriving out of order over three batches, one batch repeated (a retry)
-    assert regrouper.add(_batch(0, [3, 4], end_at=1, samples=80000)) == []
-    first = _concat(_batch(0, [0, 1]), _batch(1, [-1], end_at=0, samples=4000))  # file 1: too short
-    done = regrouper.add(first)
-    assert [(t, len(e), s, err) for t, e, s, err in done] == [(1, 0, 4000, None)]
-    assert regrouper.add(_batch(0, [0, 1])) == []  # the retried batch's copy
-    done = regrouper.add(_batch(0, [2]))
-    assert len(done) == 1
-    task, embedding, samples, error = done[0]
-    assert (task, samples, error) == (0, 80000, None)
-    assert embedding[:, 0].tolist() == [0, 1, 2, 3, 4]
-    assert regrouper.add(_batch(0, [4], end_at=0, samples=80000)) == []  # a late repeat of a done file
-    assert regrouper.outstanding == 1
-
-
-def test_regrouper_fails_a_file_on_its_error_and_ignores_its_rows():
-    regrouper = Regrouper(1)
-    assert regrouper.add(_batch(0, [0, 1])) == []  # rows decoded before the error
-    done = regrouper.add(_batch(0, [-1], end_at=0, error_type="AudioDecodeError", error="x.wav: truncated"))
-    [(task, embedding, _, error)] = done
-    assert task == 0 and embedding is None
-    assert type(error).__name__ == "AudioDecodeError" and str(error) == "x.wav: truncated"
-    assert regrouper.add(_batch(0, [2])) == []
-    assert regrouper.outstanding == 0
-
-
-def test_regrouper_wraps_a_foreign_error_type_as_invalid_audio():
-    [(_, _, _, error)] = Regrouper(1).add(_batch(0, [-1], end_at=0, error_type="RuntimeError", error="boom"))
-    assert type(error) is InvalidAudioError and str(error) == "boom"
-
-
-def test_regrouper_refuses_rows_it_cannot_place():
-    with pytest.raises(InternalError, match="task 5"):
-        Regrouper(2).add(_batch(5, [0], end_at=0, samples=16000))
-    regrouper = Regrouper(1)
-    regrouper.add(_batch(0, [0, 7]))
-    with pytest.raises(InternalError, match="expected"):
-        regrouper.add(_batch(0, [1], end_at=0, samples=32000))  # 2 expected, examples 0 and 7 came
-
-
-# --- placement (no Ray) ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("fields, gpus, expected", [
-    ({}, 0, Placement(actors=1, gpus_per_actor=0.0, memory_fraction=None)),
-    ({"ray_actors": 2}, 0, Placement(actors=2, gpus_per_actor=0.0, memory_fraction=None)),
-    ({}, 4, Placement(actors=4, gpus_per_actor=1.0, memory_fraction=None)),
-    ({"ray_actors": 2}, 4, Placement(actors=2, gpus_per_actor=1.0, memory_fraction=None)),
-    # two actors per GPU: half a GPU each, and half the default memory share (0.8) each
-    ({"ray_actors": 4}, 2, Placement(actors=4, gpus_per_actor=0.5, memory_fraction=0.4)),
-    ({"ray_actors": 4, "memory_fraction": 0.3}, 2, Placement(actors=4, gpus_per_actor=0.5, memory_fraction=0.3)),
-    ({"device": "cpu"}, 4, Placement(actors=1, gpus_per_actor=0.0, memory_fraction=None)),
-])
-def test_placement(fields, gpus, expected):
-    assert plan_placement(RunOptions(engine="ray", **fields), gpus) == expected
-
-
-def test_placement_gpu_asked_on_a_cluster_without_one():
-    with pytest.raises(DeviceError, match="device='gpu'.*no GPU"):
-        plan_placement(RunOptions(engine="ray", device="gpu"), 0)
-
-
-# --- the decoding stage alone (no Ray, no model) ---------------------------------------------------------
-def test_file_rows_of_a_file_longer_than_one_block_are_its_windows_in_order(tmp_path):
-    """262 windows come from file_blocks in two blocks (256 + 6): the rows number them 0..261,
-    hold exactly file_blocks' windows, and only the last row ends the file (with its samples)."""
-    from vggish_tf2.corpus.decode import BLOCK_WINDOWS, file_blocks
-
-    path = write_noise(tmp_path / "long.wav", 252.0, seed=4)
-    settings = ray_engine.DecodeSettings(resampler="kaiser_best", hop_samples=params.EXAMPLE_HOP_SAMPLES,
-                                         short_clips="drop", sample_dtype="float64")
-    batches = list(ray_engine.file_rows(7, path, settings))
-    rows = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
-    assert len(batches) == 2 and len(batches[0]["example"]) == BLOCK_WINDOWS
-    assert rows["example"].tolist() == list(range(262))
-    assert set(rows["task"].tolist()) == {7}
-    blocks = list(file_blocks(path, resampler="kaiser_best", hop_samples=params.EXAMPLE_HOP_SAMPLES,
-                              short_clips="drop", dtype=np.float64))
-    assert np.array_equal(rows["window"], np.concatenate([b for b, _ in blocks]))
-    assert rows["window"].dtype == np.float64
-    assert rows["end"].tolist() == [False] * 261 + [True]
-    assert rows["samples"][-1] == blocks[-1][1] == 252 * 16000
-    assert set(rows["error"].tolist()) == {""}
-
-
-def test_file_rows_of_a_file_without_windows_is_one_marker(tmp_path):
-    settings = ray_engine.DecodeSettings(resampler="soxr_hq", hop_samples=params.EXAMPLE_HOP_SAMPLES,
-                                         short_clips="drop", sample_dtype="float32")
-    short = write_noise(tmp_path / "short.wav", 0.5, seed=1)
-    [row] = list(ray_engine.file_rows(0, short, settings))
-    assert row["example"].tolist() == [-1] and row["end"].tolist() == [True] and row["samples"].tolist() == [8000]
-    assert row["window"].shape == (1, params.EXAMPLE_WINDOW_SAMPLES) and row["window"].dtype == np.float32
-    bad = tmp_path / "bad.wav"
-    bad.write_text("text")
-    [row] = list(ray_engine.file_rows(1, bad, settings))
-    assert row["example"].tolist() == [-1] and row["error_type"][0] == "AudioDecodeError"
-    assert str(row["error"][0]).startswith(f"{bad}: ")
 
 
 # --- whole runs: the same files as the local engine --------------------------------------------------------

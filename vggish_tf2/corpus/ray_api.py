@@ -27,7 +27,7 @@ mode, batch size; ``jit_compile`` None means no XLA). Rows come in no particular
 (your key, ``example``) if order matters. A clip shorter than one example has no row unless
 ``short_clips`` is "pad" or "repeat".
 
-The work runs as the corpus engine's (:mod:`vggish_tf2.corpus.ray_engine`): decoding and
+The work runs on the corpus engine's stages (:mod:`vggish_tf2.corpus.ray_stages`): decoding and
 resampling on CPU tasks that see no GPU, then a fixed pool of embedder actors (one per GPU of the
 cluster by default, ``options.ray_actors`` to choose; a GPU shared by several actors gives each
 its share of the memory limit). Every node must reach the model directory (``options.model``, or
@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from vggish_tf2 import audio, params, windows
-from vggish_tf2.corpus import ray_engine
+from vggish_tf2.corpus import ray_stages
+from vggish_tf2.corpus.ray_decode import DecodeSettings, error_from_row, file_rows
 from vggish_tf2.errors import InvalidArgumentError, InvalidAudioError
 from vggish_tf2.options import RunOptions
 
@@ -69,8 +70,8 @@ def embed_paths(ds: "ray.data.Dataset", *, column: str = "path", options: RunOpt
     settings, env = _settings(options)
     decoded = ds.map_batches(decode_paths, fn_kwargs={"settings": settings.decode, "column": column,
                                                       "on_error": on_error},
-                             batch_size=1, num_cpus=1, runtime_env={"env_vars": {**env, **ray_engine.NO_GPU_ENV}})
-    return ray_engine.embed_windows_stage(decoded, settings.actor, settings.placement, env=env)
+                             batch_size=1, num_cpus=1, runtime_env={"env_vars": {**env, **ray_stages.NO_GPU_ENV}})
+    return ray_stages.embed_windows_stage(decoded, settings.actor, settings.placement, env=env)
 
 
 def embed_waveforms(ds: "ray.data.Dataset", *, column: str = "waveform", sample_rate: int | None = None,
@@ -88,23 +89,23 @@ def embed_waveforms(ds: "ray.data.Dataset", *, column: str = "waveform", sample_
     decoded = ds.map_batches(decode_waveforms, fn_kwargs={
         "settings": settings.decode, "column": column, "sample_rate": sample_rate,
         "sample_rate_column": sample_rate_column},
-        batch_size=1, num_cpus=1, runtime_env={"env_vars": {**env, **ray_engine.NO_GPU_ENV}})
-    return ray_engine.embed_windows_stage(decoded, settings.actor, settings.placement, env=env)
+        batch_size=1, num_cpus=1, runtime_env={"env_vars": {**env, **ray_stages.NO_GPU_ENV}})
+    return ray_stages.embed_windows_stage(decoded, settings.actor, settings.placement, env=env)
 
 
-def _settings(options: RunOptions | None) -> tuple[ray_engine.StageSettings, dict[str, str]]:
+def _settings(options: RunOptions | None) -> tuple[ray_stages.StageSettings, dict[str, str]]:
     import ray
 
     from vggish_tf2.hashing import read_export_metadata
 
     options = options or RunOptions()
-    model_path = ray_engine.model_directory(options)
+    model_path = ray_stages.model_directory(options)
     has_pca = bool(read_export_metadata(model_path).get("has_pca"))  # no TensorFlow on the driver
-    ray_engine.connect(options.ray_address)
-    settings = ray_engine.stage_settings(options, model_path=model_path,
+    ray_stages.connect(options.ray_address)
+    settings = ray_stages.stage_settings(options, model_path=model_path,
                                          cluster_gpus=float(ray.cluster_resources().get("GPU", 0)),
                                          postprocess_in_actors=options.postprocess and has_pca)
-    return settings, ray_engine.forwarded_env(local=options.ray_address is None)
+    return settings, ray_stages.forwarded_env(local=options.ray_address is None)
 
 
 # --- decoding (Ray tasks) -----------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def _carried(batch: dict[str, np.ndarray], index: int, *, leave_out: str | None 
     return {name: column[index:index + 1] for name, column in batch.items() if name != leave_out}
 
 
-def decode_paths(batch: dict[str, np.ndarray], *, settings: ray_engine.DecodeSettings, column: str,
+def decode_paths(batch: dict[str, np.ndarray], *, settings: DecodeSettings, column: str,
                  on_error: str) -> Iterator[dict[str, Any]]:
     """map_batches function: rows naming files -> example rows with windows (see the module doc)."""
     if column not in batch:
@@ -136,9 +137,9 @@ def decode_paths(batch: dict[str, np.ndarray], *, settings: ray_engine.DecodeSet
     for index, value in enumerate(batch[column]):
         path = Path(os.fsdecode(bytes(value) if isinstance(value, (bytes, np.bytes_)) else str(value)))
         carried = _carried(batch, index)
-        for rows in ray_engine.file_rows(index, path, settings):
+        for rows in file_rows(index, path, settings):
             if rows["error_type"][-1]:  # the file's own fault
-                error = ray_engine.error_from_row(str(rows["error_type"][-1]), str(rows["error"][-1]))
+                error = error_from_row(str(rows["error_type"][-1]), str(rows["error"][-1]))
                 if on_error == "raise":
                     raise error
                 logger.warning("dropped: %s", error)
@@ -150,7 +151,7 @@ def decode_paths(batch: dict[str, np.ndarray], *, settings: ray_engine.DecodeSet
                                     hop_samples=settings.hop_samples, duration_seconds=duration)
 
 
-def waveform_windows(waveform: np.ndarray, *, sample_rate: int, settings: ray_engine.DecodeSettings
+def waveform_windows(waveform: np.ndarray, *, sample_rate: int, settings: DecodeSettings
                      ) -> tuple[np.ndarray, int]:
     """Example windows of one waveform and its length in 16 kHz samples, as
     :meth:`~vggish_tf2.embedder.Embedder.embed` makes them (the same checks and calls)."""
@@ -173,7 +174,7 @@ def waveform_windows(waveform: np.ndarray, *, sample_rate: int, settings: ray_en
     return rows, len(mono)
 
 
-def decode_waveforms(batch: dict[str, np.ndarray], *, settings: ray_engine.DecodeSettings, column: str,
+def decode_waveforms(batch: dict[str, np.ndarray], *, settings: DecodeSettings, column: str,
                      sample_rate: int | None, sample_rate_column: str | None) -> Iterator[dict[str, Any]]:
     """map_batches function: rows holding waveforms -> example rows with windows."""
     for name in (column, sample_rate_column):
