@@ -105,6 +105,22 @@ def test_embed_rejects_bad_waveforms(embedder, waveform, match):
         embedder.embed(waveform, sample_rate=SR)
 
 
+def test_embed_is_waveform_windows_then_the_device_step(embedder):
+    """embed's front half is one function (checks, mixing, resampling, framing), which the Ray
+    Dataset API's decoding tasks run too: its windows through embed_windows are embed's rows, and
+    embed counts the length it reports."""
+    from vggish_tf2.embedder import waveform_windows
+
+    stereo = noise(int(2.5 * 44100), seed=11, channels=2)
+    rows, samples = waveform_windows(stereo, sample_rate=44100, resampler=embedder.resampler,
+                                     hop_samples=embedder.hop_samples, short_clips=embedder.short_clips,
+                                     dtype=embedder.sample_dtype)
+    assert rows.shape == (2, WINDOW) and rows.dtype == embedder.sample_dtype and samples == 40000
+    before = embedder.stats.audio_seconds
+    assert_same(embedder.embed(stereo, sample_rate=44100), embedder.embed_windows(rows))
+    assert embedder.stats.audio_seconds - before == samples / SR
+
+
 # --- files ----------------------------------------------------------------------------------------
 
 

@@ -103,6 +103,36 @@ def _is_hub_handle(model: str) -> bool:
     return model.startswith(("http://", "https://", "gs://")) or (model.count("/") == 2 and not Path(model).exists() and "/vggish/" in model)
 
 
+def waveform_windows(waveform: np.ndarray, *, sample_rate: int, resampler: str, hop_samples: int, short_clips: str,
+                     dtype: type) -> tuple[np.ndarray, int]:
+    """(example windows [n, 15600] of ``dtype``, length of the 16 kHz mono signal in samples) of a
+    mono [samples] or multichannel [samples, channels] float waveform at ``sample_rate`` Hz.
+
+    The front half of :meth:`Embedder.embed` (its checks, mixing, resampling and framing), also run
+    by the Ray Dataset API's decoding tasks (vggish_tf2.corpus.ray_api), so both refuse the same
+    waveforms with the same words and make the same windows.
+    """
+    audio._check_rate("sample_rate", sample_rate)  # named as the caller wrote it, not orig_sr
+    waveform = np.asarray(waveform)
+    if waveform.ndim not in (1, 2):
+        raise InvalidAudioError(f"waveform.shape={waveform.shape} must be [samples] or [samples, channels]")
+    if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0]:
+        # More channels than samples: almost surely librosa's channels-first layout, which
+        # would otherwise be read as a handful of samples and silently give no example.
+        raise InvalidAudioError(
+            f"waveform.shape={waveform.shape} looks channels-first ([channels, samples], librosa's layout); "
+            "pass waveform.T: embed expects [samples] or [samples, channels]"
+        )
+    if not np.issubdtype(waveform.dtype, np.floating):
+        raise InvalidAudioError(f"waveform dtype {waveform.dtype} must be floating point in [-1, 1]")
+    if not np.all(np.isfinite(waveform)):
+        raise InvalidAudioError("waveform contains non-finite samples (NaN or Inf)")
+    mono = audio.to_mono(waveform, dtype=dtype)
+    if sample_rate != params.SAMPLE_RATE:
+        mono = audio.resample(mono, sample_rate, resampler=resampler, dtype=dtype)
+    return windows.frame_windows(mono, hop_samples=hop_samples, short_clips=short_clips, dtype=dtype), len(mono)
+
+
 class Embedder:
     """VGGish embeddings on the best device available (see README: Devices)."""
 
@@ -363,27 +393,11 @@ class Embedder:
     # --- waveforms -----------------------------------------------------------------------------
     def embed(self, waveform: np.ndarray, *, sample_rate: int) -> np.ndarray:
         """Embeddings float32 [N, 128] of a mono [samples] or multichannel [samples, channels] waveform."""
-        audio._check_rate("sample_rate", sample_rate)  # named as the caller wrote it, not orig_sr
-        waveform = np.asarray(waveform)
-        if waveform.ndim not in (1, 2):
-            raise InvalidAudioError(f"waveform.shape={waveform.shape} must be [samples] or [samples, channels]")
-        if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0]:
-            # More channels than samples: almost surely librosa's channels-first layout, which
-            # would otherwise be read as a handful of samples and silently give no example.
-            raise InvalidAudioError(
-                f"waveform.shape={waveform.shape} looks channels-first ([channels, samples], librosa's layout); "
-                "pass waveform.T: embed expects [samples] or [samples, channels]"
-            )
-        if not np.issubdtype(waveform.dtype, np.floating):
-            raise InvalidAudioError(f"waveform dtype {waveform.dtype} must be floating point in [-1, 1]")
-        if not np.all(np.isfinite(waveform)):
-            raise InvalidAudioError("waveform contains non-finite samples (NaN or Inf)")
         with self._wall_clock():
-            mono = audio.to_mono(waveform, dtype=self.sample_dtype)
-            if sample_rate != params.SAMPLE_RATE:
-                mono = audio.resample(mono, sample_rate, resampler=self.resampler, dtype=self.sample_dtype)
-            rows = windows.frame_windows(mono, hop_samples=self.hop_samples, short_clips=self.short_clips, dtype=self.sample_dtype)
-            self.stats.add(audio_seconds=len(mono) / params.SAMPLE_RATE)
+            rows, samples = waveform_windows(waveform, sample_rate=sample_rate, resampler=self.resampler,
+                                             hop_samples=self.hop_samples, short_clips=self.short_clips,
+                                             dtype=self.sample_dtype)
+            self.stats.add(audio_seconds=samples / params.SAMPLE_RATE)
             return self.embed_rows(rows)
 
     def timestamps(self, count: int) -> np.ndarray:

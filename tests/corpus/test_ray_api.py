@@ -15,7 +15,7 @@ pytest.importorskip("ray.data")
 
 from vggish_tf2 import params  # noqa: E402
 from vggish_tf2.corpus.ray_api import embed_paths, embed_waveforms  # noqa: E402
-from vggish_tf2.errors import InvalidArgumentError  # noqa: E402
+from vggish_tf2.errors import InvalidArgumentError, VGGishError  # noqa: E402
 from vggish_tf2.options import RunOptions  # noqa: E402
 
 FIELDS = {"batch_size": 12, "jit_compile": False, "device": "cpu"}
@@ -110,6 +110,30 @@ def test_embed_waveforms_rows_equal_embedder_embed(ray_session, exported_model, 
         assert np.array_equal(grouped[i]["embedding"], padding.embed(wave, sample_rate=rate)), i
     # the padded 0.5-s clip's one example ends where its audio does
     assert grouped[2]["end_seconds"].tolist() == [0.5]
+
+
+@pytest.mark.parametrize("waveform, rate", [
+    (np.zeros((2, 2, 2), np.float32), 16000),
+    (np.zeros(20000, np.int16), 16000),
+    (np.full(20000, np.nan, np.float32), 16000),
+    (noise(3.0, 16000, 2, seed=9).T, 16000),  # channels first
+    (np.zeros(20000, np.float32), 0),
+])
+def test_a_waveform_embed_refuses_is_refused_by_the_decoding_task_in_the_same_words(embedder, waveform, rate):
+    """The decoding task (called here without Ray) runs Embedder.embed's own checks."""
+    from vggish_tf2.corpus.ray_api import decode_waveforms
+    from vggish_tf2.corpus.ray_decode import DecodeSettings
+
+    with pytest.raises(VGGishError) as by_embed:
+        embedder.embed(waveform, sample_rate=rate)
+    column = np.empty(1, dtype=object)
+    column[0] = waveform
+    settings = DecodeSettings(resampler=embedder.resampler, hop_samples=embedder.hop_samples, short_clips="drop",
+                              sample_dtype="float64")
+    with pytest.raises(type(by_embed.value)) as by_task:
+        list(decode_waveforms({"waveform": column, "rate": np.array([rate])}, settings=settings, column="waveform",
+                              sample_rate=None, sample_rate_column="rate"))
+    assert str(by_task.value) == str(by_embed.value)
 
 
 def test_arguments_are_checked_before_any_work(exported_model):

@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from vggish_tf2 import audio, params, windows
+from vggish_tf2 import audio, embedder, params, windows
 from vggish_tf2.corpus import ray_stages
 from vggish_tf2.corpus.ray_decode import DecodeSettings, error_from_row, file_rows
-from vggish_tf2.errors import InvalidArgumentError, InvalidAudioError
+from vggish_tf2.errors import InvalidArgumentError
 from vggish_tf2.options import RunOptions
 
 if TYPE_CHECKING:
@@ -151,27 +151,12 @@ def decode_paths(batch: dict[str, np.ndarray], *, settings: DecodeSettings, colu
                                     hop_samples=settings.hop_samples, duration_seconds=duration)
 
 
-def waveform_windows(waveform: np.ndarray, *, sample_rate: int, settings: DecodeSettings
-                     ) -> tuple[np.ndarray, int]:
+def waveform_windows(waveform: np.ndarray, *, sample_rate: int, settings: DecodeSettings) -> tuple[np.ndarray, int]:
     """Example windows of one waveform and its length in 16 kHz samples, as
-    :meth:`~vggish_tf2.embedder.Embedder.embed` makes them (the same checks and calls)."""
-    audio._check_rate("sample_rate", sample_rate)
-    waveform = np.asarray(waveform)
-    if waveform.ndim not in (1, 2):
-        raise InvalidAudioError(f"waveform.shape={waveform.shape} must be [samples] or [samples, channels]")
-    if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0]:
-        raise InvalidAudioError(f"waveform.shape={waveform.shape} looks channels-first ([channels, samples]); "
-                                "pass its transpose: [samples] or [samples, channels]")
-    if not np.issubdtype(waveform.dtype, np.floating):
-        raise InvalidAudioError(f"waveform dtype {waveform.dtype} must be floating point in [-1, 1]")
-    if not np.all(np.isfinite(waveform)):
-        raise InvalidAudioError("waveform contains non-finite samples (NaN or Inf)")
-    dtype = np.dtype(settings.sample_dtype).type
-    mono = audio.to_mono(waveform, dtype=dtype)
-    if sample_rate != params.SAMPLE_RATE:
-        mono = audio.resample(mono, sample_rate, resampler=settings.resampler, dtype=dtype)
-    rows = windows.frame_windows(mono, hop_samples=settings.hop_samples, short_clips=settings.short_clips, dtype=dtype)
-    return rows, len(mono)
+    :meth:`~vggish_tf2.embedder.Embedder.embed` makes them (:func:`vggish_tf2.embedder.waveform_windows`)."""
+    return embedder.waveform_windows(waveform, sample_rate=sample_rate, resampler=settings.resampler,
+                                     hop_samples=settings.hop_samples, short_clips=settings.short_clips,
+                                     dtype=np.dtype(settings.sample_dtype).type)
 
 
 def decode_waveforms(batch: dict[str, np.ndarray], *, settings: DecodeSettings, column: str,
