@@ -11,11 +11,13 @@ stderr (``error: <message>``, naming flags as typed: ``--memory-fraction``, not
 ``memory_fraction``), never a traceback (``-v`` adds one for a bug). TensorFlow is imported only
 by ``embed`` and ``devices`` (``--help`` and ``info`` take well under a second), and its C++
 start-up chatter (``cudart_stub``, ``cuInit`` on machines without CUDA) is hidden unless ``-v``
-or ``TF_CPP_MIN_LOG_LEVEL`` is given.
+or ``TF_CPP_MIN_LOG_LEVEL`` is given. With ``--engine ray`` Ray's start-up notes, and the
+TensorFlow start-up lines its actors print, are hidden too unless ``-v``; its errors never are.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.abc
 import importlib.util
 import logging
@@ -24,6 +26,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from typing import Sequence
 
@@ -137,11 +140,14 @@ def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
 
     if not args.paths and not args.from_list:
         raise _UsageError("embed needs at least one PATH or --from-list FILE")
-    progress = Progress(enabled=False if args.quiet else None)
+    progress = Progress(enabled=False if args.quiet else None)  # before fd 2 may become a pipe (isatty)
     handler.progress = progress
+    options = options_from_args(args)
     try:
-        summary = embed_corpus(args.paths, out_dir=args.out, list_files=args.from_list, options=options_from_args(args),
-                               progress=progress)
+        with (_StderrWithoutRayNoise(_RAY_AND_TF_NOISE if args.tensorflow_noise_hidden else _RAY_NOISE)
+              if options.engine == "ray" and not args.verbose else contextlib.nullcontext()):
+            summary = embed_corpus(args.paths, out_dir=args.out, list_files=args.from_list, options=options,
+                                   progress=progress)
     except RunInterrupted as e:
         print(e.summary.format(), flush=True)
         return EXIT_INTERRUPTED
@@ -275,6 +281,76 @@ class _stderr_without_tf_noise:
             sys.stderr.flush()
 
 
+# Ray's chatter in a run with --engine ray, hidden unless -v: its notes on a local instance's
+# token (the "disabled" security warning stays), on Ray Data's progress bars (the run shows its
+# own) and on a dataset's end; a C++ note on how Ray Data passes an actor its arguments; and the
+# actors' copy of the synthetic-weights warning the driver has given once. Everything else passes:
+# Ray's other warnings, a task's or an actor's traceback, the run's own log and progress line.
+_RAY_NOISE = re.compile(
+    r"Token authentication is enabled for this Ray cluster"
+    r"|Progress bars disabled\. To enable"
+    r"|Dataset \S+ execution finished in "
+    r"|core_worker\.cc:\d+: .* has constructor arguments in the object store"
+    r"|\bpid=\d+[^)]*\)\S* .*: SYNTHETIC WEIGHTS: these are not VGGish embeddings"
+)
+# With TensorFlow's start-up chatter hidden too (no -v, no TF_CPP_MIN_LOG_LEVEL of the user's): the
+# actors' (_TF_NOISE, which TF_CPP_MIN_LOG_LEVEL=3 does not hide) and oneDNN's note.
+_RAY_AND_TF_NOISE = re.compile(_RAY_NOISE.pattern + r"|oneDNN custom operations are on|" + _TF_NOISE.pattern)
+
+
+class _StderrWithoutRayNoise:
+    """File descriptor 2 (Python's, Ray's C++ core's, and the lines Ray forwards from its workers)
+    through a pipe to a thread that writes every line to the real stderr but those ``noise``
+    matches. Text without a newline yet (the progress line) passes at once; a line written whole
+    (a write of at most PIPE_BUF bytes, as log lines are) arrives whole."""
+
+    def __init__(self, noise: re.Pattern):
+        self.noise = noise
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        out = os.dup(2)  # the pump's, closed by it at the end of the pipe
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.pump = threading.Thread(target=self._pump, args=(read, out), name="vggish-tf2-stderr", daemon=True)
+        self.pump.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's last write end: the pump writes what is left, then ends
+        os.close(self.saved)
+        self.pump.join(timeout=5)  # (a process that still holds the pipe keeps the daemon pump going)
+
+    def _pump(self, read: int, out: int) -> None:
+        pending = b""
+        try:
+            while chunk := os.read(read, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                kept = b"".join(self._without_noise(line + b"\n") for line in lines)
+                if b"\r" in pending:  # the progress line, which has no newline until its end: show it now
+                    kept, pending = kept + pending, b""
+                _write_all(out, kept)
+            _write_all(out, self._without_noise(pending))
+        finally:
+            os.close(read)
+            os.close(out)
+
+    def _without_noise(self, line: bytes) -> bytes:
+        """``line``, or only what precedes its last carriage return (a progress line's text) when
+        what follows it is noise."""
+        head, cr, tail = line.rpartition(b"\r")
+        return head + cr if self.noise.search(tail.decode(errors="replace")) else line
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises SystemExit itself)."""
     parser = build_parser()
@@ -291,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     quiet_import = _QuietTensorFlowImport()
-    if args.verbose == 0 and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    args.tensorflow_noise_hidden = args.verbose == 0 and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if args.tensorflow_noise_hidden:
         # Before TensorFlow is imported: hide its C++ start-up chatter (-v, or your own
         # TF_CPP_MIN_LOG_LEVEL, shows it).
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
