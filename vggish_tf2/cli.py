@@ -144,8 +144,7 @@ def _cmd_embed(args: argparse.Namespace, handler: _ProgressAwareHandler) -> int:
     handler.progress = progress
     options = options_from_args(args)
     try:
-        with (_StderrWithoutRayNoise(_RAY_AND_TF_NOISE if args.tensorflow_noise_hidden else _RAY_NOISE)
-              if options.engine == "ray" and not args.verbose else contextlib.nullcontext()):
+        with _run_stderr_filter(options.engine, verbose=args.verbose, tensorflow_noise_hidden=args.tensorflow_noise_hidden):
             summary = embed_corpus(args.paths, out_dir=args.out, list_files=args.from_list, options=options,
                                    progress=progress)
     except RunInterrupted as e:
@@ -229,7 +228,10 @@ def _raise_keyboard_interrupt(signum, frame):
 
 # TensorFlow's C++ start-up lines on a machine without CUDA. TF_CPP_MIN_LOG_LEVEL=3 hides the
 # cuInit error but not these, which absl prints before its logging is initialised.
-_TF_NOISE = re.compile(r"cudart_stub\.cc|All log messages before absl::InitializeLog|Unable to register cu\w+ factory")
+# TensorFlow's start-up lines: CUDA's absence, absl's note, and oneDNN's note (printed twice during
+# the import on an AVX-512 EPYC, whatever TF_CPP_MIN_LOG_LEVEL says).
+_TF_NOISE = re.compile(r"cudart_stub\.cc|All log messages before absl::InitializeLog|Unable to register cu\w+ factory"
+                       r"|oneDNN custom operations are on")
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
@@ -295,10 +297,19 @@ _RAY_NOISE = re.compile(
 )
 # With TensorFlow's start-up chatter hidden too (no -v, no TF_CPP_MIN_LOG_LEVEL of the user's): the
 # actors' (_TF_NOISE, which TF_CPP_MIN_LOG_LEVEL=3 does not hide) and oneDNN's note.
-_RAY_AND_TF_NOISE = re.compile(_RAY_NOISE.pattern + r"|oneDNN custom operations are on|" + _TF_NOISE.pattern)
+_RAY_AND_TF_NOISE = re.compile(_RAY_NOISE.pattern + "|" + _TF_NOISE.pattern)
 
 
-class _StderrWithoutRayNoise:
+def _run_stderr_filter(engine: str, *, verbose: int, tensorflow_noise_hidden: bool):
+    """What an embed run's stderr passes through: with --engine ray and no -v, a filter of Ray's
+    chatter and of its actors' TensorFlow start-up lines (this process's own are hidden at import,
+    by _QuietTensorFlowImport)."""
+    if engine == "ray" and not verbose:
+        return _StderrFilter(_RAY_AND_TF_NOISE if tensorflow_noise_hidden else _RAY_NOISE)
+    return contextlib.nullcontext()
+
+
+class _StderrFilter:
     """File descriptor 2 (Python's, Ray's C++ core's, and the lines Ray forwards from its workers)
     through a pipe to a thread that writes every line to the real stderr but those ``noise``
     matches. Text without a newline yet (the progress line) passes at once; a line written whole

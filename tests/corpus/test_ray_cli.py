@@ -59,7 +59,7 @@ KEPT = [
 def through_filter(capfd, noise, writes: list[str]) -> str:
     """What reaches stderr of ``writes`` (each one write to file descriptor 2) through the filter."""
     capfd.readouterr()
-    with cli._StderrWithoutRayNoise(noise):
+    with cli._StderrFilter(noise):
         for text in writes:
             os.write(2, text.encode())
     return capfd.readouterr().err
