@@ -226,10 +226,9 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-# TensorFlow's C++ start-up lines on a machine without CUDA. TF_CPP_MIN_LOG_LEVEL=3 hides the
-# cuInit error but not these, which absl prints before its logging is initialised.
-# TensorFlow's start-up lines: CUDA's absence, absl's note, and oneDNN's note (printed twice during
-# the import on an AVX-512 EPYC, whatever TF_CPP_MIN_LOG_LEVEL says).
+# TensorFlow's C++ start-up lines: CUDA's absence on a machine without it, and oneDNN's note
+# (twice during the import on an AVX-512 EPYC). TF_CPP_MIN_LOG_LEVEL=3 hides the cuInit error but
+# not these, which absl prints before its logging is initialised.
 _TF_NOISE = re.compile(r"cudart_stub\.cc|All log messages before absl::InitializeLog|Unable to register cu\w+ factory"
                        r"|oneDNN custom operations are on")
 
