@@ -141,3 +141,23 @@ def loaded_export_float32(exported_model_float32):
     from vggish_tf2.model import load_export
 
     return load_export(exported_model_float32)
+
+
+# --- Ray (tests/corpus/test_ray_*.py) -----------------------------------------------------------------
+# Here, not in a tests/corpus/conftest.py: a second module named conftest would shadow this one for
+# `from conftest import ...` (tests/ is on sys.path in pytest's prepend import mode).
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray instance (2 CPUs) for the module, shut down after it; one already running
+    (another module's, or the user's) is used as it is and left running. Ray is imported and
+    started only by a test that asks for it."""
+    ray = pytest.importorskip("ray")
+
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

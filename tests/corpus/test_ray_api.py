@@ -1,6 +1,6 @@
 """vggish_tf2.corpus.ray_api: a Ray Dataset of paths or of waveforms -> one row per example.
 
-A local Ray instance (2 CPUs, tests/corpus/conftest.py) serves the module. The reference is the Embedder (embed_file,
+A local Ray instance (2 CPUs, the ray_session fixture of tests/conftest.py) serves the module. The reference is the Embedder (embed_file,
 embed, postprocess) on the same synthetic export, batch size and compile mode: equal bit for bit.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Ray Data engine (vggish_tf2.corpus.ray_engine) on a local Ray instance, CPU only.
 
-One Ray instance (2 CPUs; tests/corpus/conftest.py) serves the module, so its start-up is paid
+One Ray instance (2 CPUs; the ray_session fixture of tests/conftest.py) serves the module, so its start-up is paid
 once. The corpus mixes rates, channels and lengths (a 40-s file spans several Ray blocks, batches
 and actor calls), a clip too short for one example, and a file that is not audio. The reference is the local engine
 on the same synthetic export with the same fixed batch size and compile mode: the Ray engine's
