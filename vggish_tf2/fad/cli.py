@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from vggish_tf2.options import RESAMPLERS, SHORT_CLIPS, positive_float
+
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
@@ -47,16 +49,6 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def _hop(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
-    return value
-
-
 def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("embedding audio (ignored for embed outputs and statistics files)")
     group.add_argument("--preset", choices=PRESETS, default="default",
@@ -64,9 +56,9 @@ def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
                             "(1-s slices every 0.5 s, peak scaling, 16 kHz only, raw embeddings)")
     group.add_argument("--embedding", choices=EMBEDDINGS,
                        help="raw float embeddings (default, as Google's FAD) or pca (AudioSet's PCA + uint8 codes)")
-    group.add_argument("--hop-seconds", type=_hop, metavar="S", help="seconds between examples (default 0.96; google 0.5)")
-    group.add_argument("--short-clips", choices=("drop", "pad", "repeat"), help="clips under one example (default drop)")
-    group.add_argument("--resampler", choices=("soxr_hq", "kaiser_best"), help="default kaiser_best, the reference's (google: none, 16 kHz input)")
+    group.add_argument("--hop-seconds", type=positive_float, metavar="S", help="seconds between examples (default 0.96; google 0.5)")
+    group.add_argument("--short-clips", choices=SHORT_CLIPS, help="clips under one example (default drop)")
+    group.add_argument("--resampler", choices=RESAMPLERS, help="default kaiser_best, the reference's (google: none, 16 kHz input)")
     group.add_argument("--model", metavar="DIR", help="converted model directory (default: VGGISH_MODEL_DIR or models/vggish)")
     group.add_argument("--device", choices=("auto", "cpu", "gpu", "metal"), help="where to run the model")
     group.add_argument("--batch-size", type=_int_at_least(1), metavar="N", help="examples per device step")
