@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,11 +126,19 @@ def hash_tfrecord(path: Path) -> tuple[dict, dict]:
 READERS = {".npz": hash_npz, ".parquet": hash_parquet, ".tfrecord": hash_tfrecord}
 
 
+PART_RUN = re.compile(r"part-\d{8}T\d{6}Z-[0-9a-f]+-")
+
+
 def hash_outputs(out: Path) -> dict:
-    """{relative path: {"arrays": ..., "meta": ...}} of every output file; other files as text or size."""
+    """{relative path: {"arrays": ..., "meta": ...}} of every output file; other files as text or size.
+    Shard names carry the time and a random tag of the run that wrote them: they become run0, run1..."""
     result = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+    paths = sorted(p for p in out.rglob("*") if p.is_file())
+    runs = sorted({m.group(0) for p in paths for m in [PART_RUN.search(p.name)] if m})
+    for path in paths:
         name = path.relative_to(out).as_posix()
+        for number, run in enumerate(runs):
+            name = name.replace(run, f"part-run{number}-")
         reader = READERS.get(path.suffix)
         if reader is not None:
             arrays, meta = reader(path)
