@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vggish_tf2.fad.cli import add_subcommands as add_fad_subcommands  # numpy only: no TF at parse time
 
     add_fad_subcommands(commands)
+    from vggish_tf2.bench_report import add_bench_command  # numpy only: no TF at parse time
+
+    add_bench_command(commands)
     return parser
 
 
