@@ -45,7 +45,8 @@ def test_bench_command_end_to_end(exported_model, tmp_path):
         assert name in done.stdout, name
     assert "bench: end to end" in done.stderr  # the phases, on stderr
     figures = json.loads((tmp_path / "bench.json").read_text())
-    assert figures["schema"] == bench.SCHEMA
+    assert figures["schema"] == bench.SCHEMA and isinstance(figures["vggish_tf2_version"], str)
+    assert figures["started_at"].endswith("Z") and 0 < figures["wall_seconds"] < 300
     assert figures["settings"] == {"model": str(exported_model), "device": None, "batch_size": 12,
                                    "jit_compile": False, "resampler": None, "seconds": 0.1, "clips": 1}
     assert figures["model"] == {"path": str(exported_model), "synthetic_weights": True, "frontend_precision": "float64"}
@@ -114,7 +115,7 @@ def _result(machine) -> bench.BenchResult:
     cost = bench.Spread(median=0.002, min=0.001, max=0.003, repeats=3)
     decoding = tuple(bench.Decoding(resampler=r, cpu_seconds_per_audio_second=cost, audio_seconds_per_example=1.0,
                                     cores_per_device=0.2) for r in ("soxr_hq", "kaiser_best"))
-    return bench.BenchResult(started_at="2026-12-03T00:00:00Z", wall_seconds=40.0, settings=bench.BenchSettings(),
+    return bench.BenchResult(vggish_tf2_version="0.1.0", started_at="2026-12-03T00:00:00Z", wall_seconds=40.0, settings=bench.BenchSettings(),
                              model={"path": "models/vggish", "synthetic_weights": False,
                                     "frontend_precision": "float32"},
                              machine=machine, load_average_before=(0.5, 0.4, 0.3), load_average_after=(1.5, 0.6, 0.4),
@@ -147,7 +148,7 @@ def test_json_to_stdout_puts_the_report_on_stderr(monkeypatch, capsys):
     assert main(["bench", "--json", "-"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == json.loads(bench_report.to_json(result))
-    assert "decoding cores 0.2 (soxr_hq), 0.2 (kaiser_best) per device" in err
+    assert "decoding cores 0.2 per device with kaiser_best (0.2 with soxr_hq): the CPU cores" in err
 
 
 def test_json_path_that_is_a_directory_fails_before_measuring(monkeypatch, tmp_path, capsys):

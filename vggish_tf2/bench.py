@@ -115,6 +115,7 @@ class Decoding:
 class BenchResult:
     """Everything ``vggish-tf2 bench`` reports (``as_dict`` is its JSON)."""
 
+    vggish_tf2_version: str | None
     started_at: str  # UTC, ISO 8601
     wall_seconds: float
     settings: BenchSettings
@@ -144,6 +145,15 @@ def load_average() -> tuple[float, float, float] | None:
     try:
         return tuple(round(x, 2) for x in os.getloadavg())
     except (AttributeError, OSError):
+        return None
+
+
+def _version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("vggish-tf2")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
         return None
 
 
@@ -197,7 +207,7 @@ def write_clips(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def measure_end_to_end(embedder, clips: Sequence[Path], *, work_dir: Path, seconds: float,
+def measure_end_to_end(clips: Sequence[Path], *, embedder, work_dir: Path, seconds: float,
                        step_rate: float) -> EndToEnd:
     """``embed_corpus`` of ``clips`` with ``embedder`` into a new folder per pass (npz), after one
     untimed pass of one clip; each pass's examples and audio per second of its processing time."""
@@ -275,7 +285,7 @@ def run_bench(settings: BenchSettings, *, on_phase: Callable[[str], None] | None
     with tempfile.TemporaryDirectory(prefix="vggish-tf2-bench-") as work:
         clips = write_clips(Path(work) / "clips", settings.clips)
         tell(f"end to end: {len(clips)} generated clips of {CLIP_SECONDS:.0f} s")
-        end_to_end = measure_end_to_end(embedder, clips, work_dir=Path(work) / "out", seconds=settings.seconds,
+        end_to_end = measure_end_to_end(clips, embedder=embedder, work_dir=Path(work) / "out", seconds=settings.seconds,
                                         step_rate=step.examples_per_second.median)
         decoding = []
         for resampler in audio.RESAMPLERS:
@@ -284,7 +294,7 @@ def run_bench(settings: BenchSettings, *, on_phase: Callable[[str], None] | None
                                              examples_per_second_per_device=per_device))
     model = {"path": str(embedder.model_path), "synthetic_weights": embedder.synthetic_weights,
              "frontend_precision": embedder.frontend_precision}
-    return BenchResult(started_at=started_at, wall_seconds=time.perf_counter() - started, settings=settings,
+    return BenchResult(vggish_tf2_version=_version(), started_at=started_at, wall_seconds=time.perf_counter() - started, settings=settings,
                        model=model, machine=machine, load_average_before=load_before,
                        load_average_after=load_average(), device_step=step, end_to_end=end_to_end,
                        decoding=tuple(decoding))

@@ -18,6 +18,7 @@ from pathlib import Path
 from vggish_tf2.errors import InvalidArgumentError
 
 GIB = 1 << 30
+CHOSEN = {"cache": "from the tuning cache", "probe": "measured now, and cached", "given": "as given"}
 # The RunOptions fields the bench takes, with the flags, types and choices ``embed`` gives them.
 SHARED_FLAGS = ("model", "device", "batch_size", "jit_compile", "resampler")
 HELP = {
@@ -135,7 +136,7 @@ def _machine_lines(result) -> list[str]:
 def format_report(result) -> str:
     """The readable summary of a BenchResult: the machine, then each figure with its spread."""
     step, e2e = result.device_step, result.end_to_end
-    lines = [f"vggish-tf2 bench, {result.started_at}, {result.wall_seconds:.0f} s; load average (1, 5, 15 min) "
+    lines = [f"vggish-tf2 {result.vggish_tf2_version or ''} bench, {result.started_at}, {result.wall_seconds:.0f} s; load average (1, 5, 15 min) "
              f"{_load(result.load_average_before)} before, {_load(result.load_average_after)} after"]
     if result.model.get("synthetic_weights"):
         lines.append("note: SYNTHETIC WEIGHTS (not VGGish numbers; the same speed as the real ones)")
@@ -145,19 +146,25 @@ def format_report(result) -> str:
     lines += [
         "figures",
         f"  device step    {_spread(step.examples_per_second, 'examples/s')}",
-        f"                 batch {step.batch_size} per device, {mode} (batch size and mode: {step.tuning})",
+        f"                 batch {step.batch_size} per device, {mode} ({CHOSEN.get(step.tuning, step.tuning)})",
         f"  end to end     {_spread(e2e.examples_per_second, 'examples/s')}, "
         f"{e2e.share_of_device_step:.0%} of the device step",
-        f"                 {_spread(e2e.audio_hours_per_second, 'audio hours/s', '.4f')}",
+        f"                 {_spread(e2e.audio_hours_per_second, 'audio hours/s', '.4f')}, "
+        f"{e2e.audio_hours_per_second.median * 3600:.3g} hours of audio per hour",
         f"                 {e2e.clips} generated clips of {e2e.clip_seconds:g} s, {e2e.clip_rate_hz} Hz, "
         f"{e2e.clip_channels} channels, {e2e.resampler}, {e2e.workers} decoding "
         f"thread{'s' if e2e.workers != 1 else ''}",
     ]
-    for decoding in result.decoding:
-        lines.append(f"  decoding       {decoding.resampler:<12} "
+    # The end-to-end run's resampler first: the figures a user of these settings needs.
+    decodings = sorted(result.decoding, key=lambda d: d.resampler != e2e.resampler)
+    for index, decoding in enumerate(decodings):
+        lines.append(f"  {'decoding' if index == 0 else '':<15}{decoding.resampler:<12} "
                      f"{_spread(decoding.cpu_seconds_per_audio_second, 'CPU s per audio s', '.5f')}")
-    lines.append("  decoding cores " + ", ".join(f"{d.cores_per_device:.3g} ({d.resampler})" for d in result.decoding)
-                 + " per device: the CPU cores one device needs for decoding to keep it busy")
+    first, *others = decodings
+    lines.append(f"  decoding cores {first.cores_per_device:.3g} per device with {first.resampler}"
+                 + "".join(f" ({d.cores_per_device:.3g} with {d.resampler})" for d in others)
+                 + ": the CPU cores")
+    lines.append("                 that decode as fast as one device embeds")
     return "\n".join(lines)
 
 
