@@ -115,7 +115,8 @@ def _result(machine) -> bench.BenchResult:
     cost = bench.Spread(median=0.002, min=0.001, max=0.003, repeats=3)
     decoding = tuple(bench.Decoding(resampler=r, cpu_seconds_per_audio_second=cost, audio_seconds_per_example=1.0,
                                     cores_per_device=0.2) for r in ("soxr_hq", "kaiser_best"))
-    return bench.BenchResult(vggish_tf2_version="0.1.0", started_at="2026-12-03T00:00:00Z", wall_seconds=40.0, settings=bench.BenchSettings(),
+    return bench.BenchResult(vggish_tf2_version="0.1.0", started_at="2026-12-03T00:00:00Z", wall_seconds=40.0,
+                             settings=bench.BenchSettings(),
                              model={"path": "models/vggish", "synthetic_weights": False,
                                     "frontend_precision": "float32"},
                              machine=machine, load_average_before=(0.5, 0.4, 0.3), load_average_after=(1.5, 0.6, 0.4),
@@ -149,6 +150,12 @@ def test_json_to_stdout_puts_the_report_on_stderr(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out) == json.loads(bench_report.to_json(result))
     assert "decoding cores 0.2 per device with kaiser_best (0.2 with soxr_hq): the CPU cores" in err
+
+
+def test_a_missing_model_is_one_line_naming_it(tmp_path, capsys):
+    assert main(["bench", "--model", str(tmp_path / "nowhere"), "--batch-size", "12"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'nowhere'}: no model here" in err and "Traceback" not in err
 
 
 def test_json_path_that_is_a_directory_fails_before_measuring(monkeypatch, tmp_path, capsys):

@@ -285,8 +285,8 @@ def run_bench(settings: BenchSettings, *, on_phase: Callable[[str], None] | None
     with tempfile.TemporaryDirectory(prefix="vggish-tf2-bench-") as work:
         clips = write_clips(Path(work) / "clips", settings.clips)
         tell(f"end to end: {len(clips)} generated clips of {CLIP_SECONDS:.0f} s")
-        end_to_end = measure_end_to_end(clips, embedder=embedder, work_dir=Path(work) / "out", seconds=settings.seconds,
-                                        step_rate=step.examples_per_second.median)
+        end_to_end = measure_end_to_end(clips, embedder=embedder, work_dir=Path(work) / "out",
+                                        seconds=settings.seconds, step_rate=step.examples_per_second.median)
         decoding = []
         for resampler in audio.RESAMPLERS:
             tell(f"decoding with {resampler}")
@@ -294,10 +294,10 @@ def run_bench(settings: BenchSettings, *, on_phase: Callable[[str], None] | None
                                              examples_per_second_per_device=per_device))
     model = {"path": str(embedder.model_path), "synthetic_weights": embedder.synthetic_weights,
              "frontend_precision": embedder.frontend_precision}
-    return BenchResult(vggish_tf2_version=_version(), started_at=started_at, wall_seconds=time.perf_counter() - started, settings=settings,
-                       model=model, machine=machine, load_average_before=load_before,
-                       load_average_after=load_average(), device_step=step, end_to_end=end_to_end,
-                       decoding=tuple(decoding))
+    return BenchResult(vggish_tf2_version=_version(), started_at=started_at,
+                       wall_seconds=time.perf_counter() - started, settings=settings, model=model, machine=machine,
+                       load_average_before=load_before, load_average_after=load_average(), device_step=step,
+                       end_to_end=end_to_end, decoding=tuple(decoding))
 
 
 __all__ = ["BenchResult", "BenchSettings", "DEFAULT_CLIPS", "DEFAULT_SECONDS", "Decoding", "DeviceStep", "EndToEnd",

@@ -136,7 +136,8 @@ def _machine_lines(result) -> list[str]:
 def format_report(result) -> str:
     """The readable summary of a BenchResult: the machine, then each figure with its spread."""
     step, e2e = result.device_step, result.end_to_end
-    lines = [f"vggish-tf2 {result.vggish_tf2_version or ''} bench, {result.started_at}, {result.wall_seconds:.0f} s; load average (1, 5, 15 min) "
+    lines = [f"vggish-tf2 {result.vggish_tf2_version or ''} bench, {result.started_at}, {result.wall_seconds:.0f} s; "
+             "load average (1, 5, 15 min) "
              f"{_load(result.load_average_before)} before, {_load(result.load_average_after)} after"]
     if result.model.get("synthetic_weights"):
         lines.append("note: SYNTHETIC WEIGHTS (not VGGish numbers; the same speed as the real ones)")
